@@ -1,0 +1,168 @@
+"""The SFT stage, top to bottom: check, claim the output directory, data, model, train, summarize.
+
+Everything that can fail on a user's mistake is checked before the model is loaded. Training is
+TRL's `SFTTrainer`; what we add is the Zephyr tokenization (one BOS, assistant spans and their EOS
+trained), the resume rules of `checkpoints`, the recipe's precision winning over the launcher's,
+and a summary a person can read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from zephyr_train import chat_template, checkpoints, mixture, modeling
+from zephyr_train.errors import UserError
+from zephyr_train.recipe import Recipe, fingerprint, save_resolved
+
+
+def precision_of(trainer_args: dict[str, Any]) -> str:
+    return "bf16" if trainer_args.get("bf16") else "fp16" if trainer_args.get("fp16") else "no"
+
+
+def pin_precision(wanted: str) -> str | None:
+    """Make the recipe's precision the one accelerate uses; returns the launcher's if it differed.
+
+    `accelerate launch` with a bf16 config exports ACCELERATE_MIXED_PRECISION=bf16, which
+    transformers applies whenever the recipe leaves bf16 off: on a CPU that made runs 3.8x slower.
+    """
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    os.environ["ACCELERATE_MIXED_PRECISION"] = wanted
+    return launcher if launcher and launcher != wanted else None
+
+
+def tokenize_dataset(ds: Any, tokenizer: Any, training_template: str, assistant_only: bool) -> Any:
+    bos = chat_template.adds_bos(tokenizer)
+
+    def tokenize(messages: list[dict]) -> dict:
+        out = chat_template.tokenize_messages(tokenizer, messages, training_template, bos)
+        if not assistant_only:
+            out["assistant_masks"] = [1] * len(out["input_ids"])
+        return out
+
+    return ds.map(tokenize, input_columns="messages", remove_columns=ds.column_names, desc="Tokenizing")
+
+
+def count_trained_tokens(ds: Any) -> int:
+    """Labels that carry loss, counted in Arrow (a Python loop over 200k rows takes minutes)."""
+    import pyarrow.compute as pc
+
+    column = "labels" if "labels" in ds.column_names else "assistant_masks"
+    flat = pc.list_flatten(ds.data.column(column))
+    keep = pc.not_equal(flat, -100) if column == "labels" else pc.equal(flat, 1)
+    return int(pc.sum(keep).as_py() or 0)
+
+
+def run_sft(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False) -> dict[str, Any]:
+    if recipe.sft is None:
+        raise UserError(f"{recipe.source}: no sft section; add one with datasets and trainer settings")
+    stage, out, src = recipe.sft, recipe.stage_dir("sft"), recipe.source
+    trainer_args = dict(stage.trainer)
+    assistant_only = trainer_args.pop("assistant_only_loss")
+
+    # 1. What can be checked without a model or data: template, paths, output directory.
+    inference_template, training_template = chat_template.resolve(recipe.chat_template, src)
+    chat_template.check_trainable(training_template, assistant_only, src)
+    mixture.check_sources(stage, "sft", src)
+    location = modeling.model_location(recipe.model, src)
+    settings = fingerprint(recipe, "sft")
+    resume = checkpoints.inspect(out, settings, "sft", overwrite)
+    launcher = pin_precision(precision_of(trainer_args))
+
+    from accelerate import PartialState
+
+    state = PartialState()
+    log = print if state.is_main_process else (lambda *a, **k: None)
+    if launcher:
+        log(f"note: the launcher asked for {launcher} mixed precision; the recipe's "
+            f"{precision_of(trainer_args)} is used (set sft.bf16/sft.fp16 to change it)")
+    if state.is_main_process and resume is None:
+        checkpoints.claim(out, settings, overwrite)
+        save_resolved(recipe, out, overrides)
+    state.wait_for_everyone()
+    if resume is not None:
+        log(f"resuming from {resume} (same settings as recorded in {out / checkpoints.FINGERPRINT})")
+
+    # 2. Data: the mixture, malformed rows dropped and counted, tokenized with the training template.
+    with state.main_process_first():
+        data = mixture.load_mixture(stage, "sft", src, ["messages"], seed=trainer_args["seed"])
+        train, dropped = mixture.clean_conversations(data["train"])
+        evaluation = data["eval"]
+        if evaluation is not None:
+            evaluation, eval_dropped = mixture.clean_conversations(evaluation)
+            dropped.update({f"eval: {k}": v for k, v in eval_dropped.items()})
+        if len(train) == 0:
+            raise UserError(f"{src}: no usable training conversations left after dropping malformed rows "
+                            f"({dict(dropped)})")
+        tokenizer = modeling.load_tokenizer(location, recipe.model, inference_template)
+        train = tokenize_dataset(train, tokenizer, training_template, assistant_only)
+        if evaluation is not None:
+            evaluation = tokenize_dataset(evaluation, tokenizer, training_template, assistant_only)
+    for reason, count in sorted(dropped.items()):
+        log(f"data: {count} rows: {reason}")
+    if data["report"]["eval_overlap_removed"]:
+        log(f"data: {data['report']['eval_overlap_removed']} training rows removed: prompt also in the eval set")
+
+    # 3. Model, then TRL's trainer (which applies LoRA and, for 4-bit models, prepares them for QLoRA).
+    from trl import SFTConfig, SFTTrainer
+
+    model = modeling.load_model(location, recipe.model)
+    config = SFTConfig(output_dir=str(out), assistant_only_loss=False, **trainer_args)  # masks are ours
+    trainer = SFTTrainer(model=model, args=config, train_dataset=train, eval_dataset=evaluation,
+                         processing_class=tokenizer, peft_config=modeling.lora_config(stage.lora))
+
+    # 4. Train, evaluate, save.
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    wall = time.perf_counter() - started
+    eval_metrics = trainer.evaluate() if evaluation is not None else {}
+    trainer.save_model(str(out))
+    if not state.is_main_process:
+        return {}
+    summary = summarize(trainer, result, eval_metrics, wall, out, data["report"], dropped, len(train))
+    (out / checkpoints.SUMMARY).write_text(json.dumps(summary, indent=2))
+    print_summary(summary)
+    return summary
+
+
+def summarize(trainer: Any, result: Any, eval_metrics: dict, wall: float, out: Path, report: dict,
+              dropped: dict, n_train: int) -> dict[str, Any]:
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    per_epoch = count_trained_tokens(trainer.train_dataset)
+    epochs = trainer.state.epoch or 0.0
+    runtime = result.metrics.get("train_runtime") or wall
+    tokens = int(per_epoch * epochs)
+    return {
+        "stage": "sft",
+        "train_loss_first": losses[0] if losses else None,
+        "train_loss_last": losses[-1] if losses else None,
+        "train_loss_mean": result.metrics.get("train_loss"),
+        "eval_loss": eval_metrics.get("eval_loss"),
+        "global_step": trainer.state.global_step,
+        "epochs": epochs,
+        "train_examples": n_train,
+        "tokens_trained": tokens,
+        "tokens_per_second": tokens / runtime if runtime else None,
+        "train_runtime_s": runtime,
+        "wall_time_s": wall,
+        "model_dir": str(out),
+        "tokenizer_dir": str(out),
+        "adapter": hasattr(trainer.model, "peft_config"),
+        "data": {"sources": report["sources"], "dropped": dict(dropped),
+                 "eval_overlap_removed": report["eval_overlap_removed"]},
+    }
+
+
+def print_summary(s: dict[str, Any]) -> None:
+    def fmt(x: Any) -> str:
+        return f"{x:.4f}" if isinstance(x, float) else str(x)
+
+    kind = "adapter" if s["adapter"] else "model"
+    print(f"\nSFT done in {s['wall_time_s']:.1f}s: {s['global_step']} steps, {s['epochs']:.2f} epochs, "
+          f"{s['train_examples']} conversations")
+    print(f"  train loss {fmt(s['train_loss_first'])} -> {fmt(s['train_loss_last'])}, eval loss {fmt(s['eval_loss'])}")
+    print(f"  {s['tokens_trained']} trained tokens, {s['tokens_per_second']:.0f} tokens/s")
+    print(f"  {kind} and tokenizer saved in {s['model_dir']}; summary in {s['model_dir']}/summary.json")
