@@ -33,265 +33,294 @@ class Topic(NamedTuple):
 
 
 def _t(name: str, kws: str, facts: str, code: tuple[str, ...] = ()) -> Topic:
-    return Topic(name, tuple(k.strip() for k in kws.split(",")), tuple(f.strip() for f in facts.split("|")), code)
+    split = tuple(k.strip() for k in kws.split(",")), tuple(f.strip() for f in facts.split("|"))
+    return Topic(name, *split, code)
 
 
 PY_CODE = (
-    "```python\nsquares = [n * n for n in range(10) if n % 2 == 0]\nprint(squares)  # [0, 4, 16, 36, 64]\n```",
-    ("```python\ndef read_numbers(path: str) -> list[int]:\n    try:\n        with open(path, encoding=\"utf-8\") as f:\n"
-    "            return [int(line) for line in f if line.strip()]\n    except FileNotFoundError:\n"
-    "        return []\n```"),
-    ("```python\ndef countdown(n):\n    while n > 0:\n        yield n\n        n -= 1\n\n"
-    "for value in countdown(3):\n    print(value)\n```"),
+    "```python\nsquares = [n * n for n in range(10) if n % 2 == 0]\nprint(squares)  # [0, 4, 16, 36]\n```",
+    (
+        "```python\ndef read_numbers(path: str) -> list[int]:\n    try:\n"
+        "        with open(path, encoding=\"utf-8\") as f:\n"
+        "            return [int(line) for line in f if line.strip()]\n"
+        "    except FileNotFoundError:\n        return []\n```"
+    ),
+    (
+        "```python\ndef countdown(n):\n    while n > 0:\n        yield n\n        n -= 1\n\n"
+        "for value in countdown(3):\n    print(value)\n```"
+    ),
 )
 JS_CODE = (
-    ("```javascript\nasync function loadUser(id) {\n  const response = await fetch(`/api/users/${id}`);\n"
-    "  return response.json();\n}\n```"),
-    ("```javascript\ndocument.querySelector(\"#save\").addEventListener(\"click\", () => {\n"
-    "  console.log(\"Saved!\");\n});\n```"),
+    (
+        "```javascript\nasync function loadUser(id) {\n  const response = await fetch(`/api/users/${id}`);\n"
+        "  return response.json();\n}\n```"
+    ),
+    (
+        "```javascript\ndocument.querySelector(\"#save\").addEventListener(\"click\", () => {\n"
+        "  console.log(\"Saved!\");\n});\n```"
+    ),
 )
 SQL_CODE = (
-    ("```sql\nSELECT c.name, COUNT(o.id) AS orders\nFROM customers AS c\n"
-    "JOIN orders AS o ON o.customer_id = c.id\nGROUP BY c.name;\n```"),
+    (
+        "```sql\nSELECT c.name, COUNT(o.id) AS orders\nFROM customers AS c\n"
+        "JOIN orders AS o ON o.customer_id = c.id\nGROUP BY c.name;\n```"
+    ),
 )
 ML_CODE = (
-    ("```python\nfrom sklearn.model_selection import train_test_split\n\n"
-    "X_train, X_val, y_train, y_val = train_test_split(X, y, test_size=0.2, random_state=0)\n```"),
+    (
+        "```python\nfrom sklearn.model_selection import train_test_split\n\n"
+        "X_train, X_val, y_train, y_val = train_test_split(X, y, test_size=0.2, random_state=0)\n```"
+    ),
 )
 
 TOPICS: tuple[Topic, ...] = (
     _t("cooking", "searing, braising, mise en place, seasoning, caramelization, knife skills",
-       "Searing meat over high heat creates a flavorful brown crust through the Maillard reaction. | Braising "
-       "combines a quick sear with long, slow cooking in a small amount of liquid. | Mise en place means "
-       "preparing and measuring every ingredient before you start cooking. | Salt enhances flavor and is best "
-       "added gradually while you taste along the way. | Caramelization begins when sugar is heated to roughly "
-       "160 degrees Celsius. | A sharp knife is safer than a dull one because it needs less force and slips "
-       "less. | Resting meat for a few minutes after cooking lets the juices redistribute. | Acidic ingredients "
-       "such as lemon juice or vinegar can brighten a heavy dish."),
+       "Searing meat over high heat creates a flavorful brown crust through the Maillard reaction. | "
+       "Braising combines a quick sear with long, slow cooking in a small amount of liquid. | Mise en "
+       "place means preparing and measuring every ingredient before you start cooking. | Salt enhances "
+       "flavor and is best added gradually while you taste along the way. | Caramelization begins when "
+       "sugar is heated to roughly 160 degrees Celsius. | A sharp knife is safer than a dull one because "
+       "it needs less force and slips less. | Resting meat for a few minutes after cooking lets the juices "
+       "redistribute. | Acidic ingredients such as lemon juice or vinegar can brighten a heavy dish."),
     _t("astronomy", "black holes, the Milky Way, light-years, red giants, exoplanets, telescopes",
-       "A light-year is the distance light travels in one year, about 9.46 trillion kilometers. | The Milky Way "
-       "is a barred spiral galaxy with an estimated 100 to 400 billion stars. | Black holes form when massive "
-       "stars collapse and their gravity prevents even light from escaping. | The Sun will swell into a red "
-       "giant in roughly five billion years. | Thousands of exoplanets have been confirmed since the first "
-       "detections in the 1990s. | Telescopes collect far more light than the human eye, revealing faint and "
-       "distant objects. | The nearest star to the Sun, Proxima Centauri, is about 4.24 light-years away. | "
-       "Many of the atoms in our bodies were forged inside ancient stars."),
+       "A light-year is the distance light travels in one year, about 9.46 trillion kilometers. | The "
+       "Milky Way is a barred spiral galaxy with an estimated 100 to 400 billion stars. | Black holes form "
+       "when massive stars collapse and their gravity prevents even light from escaping. | The Sun will "
+       "swell into a red giant in roughly five billion years. | Thousands of exoplanets have been "
+       "confirmed since the first detections in the 1990s. | Telescopes collect far more light than the "
+       "human eye, revealing faint and distant objects. | The nearest star to the Sun, Proxima Centauri, "
+       "is about 4.24 light-years away. | Many of the atoms in our bodies were forged inside ancient "
+       "stars."),
     _t("gardening", "compost, soil pH, crop rotation, mulch, pruning, pollinators",
        "Compost adds organic matter that improves soil structure and feeds beneficial microbes. | Most "
-       "vegetables grow best in slightly acidic soil with a pH between 6.0 and 7.0. | Crop rotation reduces "
-       "pests and diseases that build up when one plant family is grown in the same spot. | A layer of mulch "
-       "keeps moisture in the soil and suppresses weeds. | Pruning removes dead or crowded branches and "
-       "encourages healthy new growth. | Bees, butterflies and other pollinators are essential for many fruit "
-       "crops. | Watering deeply but less often encourages plants to grow deeper roots. | Tomatoes need at "
-       "least six to eight hours of direct sunlight per day."),
+       "vegetables grow best in slightly acidic soil with a pH between 6.0 and 7.0. | Crop rotation "
+       "reduces pests and diseases that build up when one plant family is grown in the same spot. | A "
+       "layer of mulch keeps moisture in the soil and suppresses weeds. | Pruning removes dead or crowded "
+       "branches and encourages healthy new growth. | Bees, butterflies and other pollinators are "
+       "essential for many fruit crops. | Watering deeply but less often encourages plants to grow deeper "
+       "roots. | Tomatoes need at least six to eight hours of direct sunlight per day."),
     _t("programming in Python", "list comprehensions, virtual environments, type hints, generators, "
        "dictionaries, exceptions",
-       "Python uses indentation rather than braces to define blocks of code. | List comprehensions are a "
-       "concise way to build a new list from an existing iterable. | A virtual environment keeps each "
-       "project's dependencies isolated from the others. | Type hints do not change how Python runs, but they "
-       "help editors and static checkers find bugs. | Generators produce values lazily, which saves memory on "
-       "large sequences. | Dictionaries store key-value pairs and offer fast lookups by key. | Exceptions are "
-       "handled with try and except blocks, and a finally block runs cleanup code either way. | The standard "
+       "Python uses indentation rather than braces to define blocks of code. | List "
+       "comprehensions are a concise way to build a new list from an existing iterable. | A "
+       "virtual environment keeps each project's dependencies isolated from the others. | Type "
+       "hints do not change how Python runs, but they help editors and static checkers find bugs. "
+       "| Generators produce values lazily, which saves memory on large sequences. | Dictionaries "
+       "store key-value pairs and offer fast lookups by key. | Exceptions are handled with try "
+       "and except blocks, and a finally block runs cleanup code either way. | The standard "
        "library includes modules for files, dates, JSON, networking and much more.", PY_CODE),
     _t("the history of Rome", "the Roman Republic, Julius Caesar, the Senate, aqueducts, the Colosseum, "
        "Augustus",
        "According to legend, Rome was founded in 753 BC by Romulus and Remus. | The Roman Republic was "
        "established around 509 BC after the last king was expelled. | Julius Caesar was assassinated in a "
-       "meeting of the Senate on the Ides of March in 44 BC. | Augustus became the first Roman emperor in 27 "
-       "BC. | Roman aqueducts carried fresh water into cities over many kilometers. | The Colosseum, completed "
-       "in 80 AD, could hold around 50,000 spectators. | Latin, the language of Rome, is the ancestor of "
-       "Italian, Spanish, French, Portuguese and Romanian. | The Western Roman Empire is traditionally said to "
-       "have fallen in 476 AD."),
-    _t("personal finance", "budgeting, an emergency fund, compound interest, index funds, credit scores, debt",
+       "meeting of the Senate on the Ides of March in 44 BC. | Augustus became the first Roman emperor in "
+       "27 BC. | Roman aqueducts carried fresh water into cities over many kilometers. | The Colosseum, "
+       "completed in 80 AD, could hold around 50,000 spectators. | Latin, the language of Rome, is the "
+       "ancestor of Italian, Spanish, French, Portuguese and Romanian. | The Western Roman Empire is "
+       "traditionally said to have fallen in 476 AD."),
+    _t("personal finance", "budgeting, an emergency fund, compound interest, index funds, credit scores, "
+       "debt",
        "A budget tracks income and expenses so you can see where your money actually goes. | Many advisers "
-       "suggest keeping three to six months of expenses in an emergency fund. | Compound interest means you "
-       "earn returns on both your savings and your past returns. | Index funds track a market index and "
-       "usually charge lower fees than actively managed funds. | Paying off high-interest debt first often "
-       "saves more than any investment would earn. | Credit scores depend on payment history, credit "
+       "suggest keeping three to six months of expenses in an emergency fund. | Compound interest means "
+       "you earn returns on both your savings and your past returns. | Index funds track a market index "
+       "and usually charge lower fees than actively managed funds. | Paying off high-interest debt first "
+       "often saves more than any investment would earn. | Credit scores depend on payment history, credit "
        "utilization and the length of your credit history. | Automating savings makes it easier to stay "
        "consistent. | Diversification spreads risk across many different assets."),
     _t("marine biology", "coral reefs, plankton, whales, ocean acidification, the deep sea, kelp forests",
        "Coral reefs cover less than one percent of the ocean floor but support about a quarter of marine "
-       "species. | Phytoplankton produce a large share of the oxygen in Earth's atmosphere. | The blue whale is "
-       "the largest animal known to have ever lived. | Ocean acidification happens as seawater absorbs carbon "
-       "dioxide from the air. | Many creatures in the deep sea produce their own light through "
-       "bioluminescence. | Kelp forests can grow up to half a meter per day under ideal conditions. | "
-       "Octopuses have three hearts and blue, copper-based blood. | Sea turtles return to the beaches where "
-       "they hatched to lay their own eggs."),
+       "species. | Phytoplankton produce a large share of the oxygen in Earth's atmosphere. | The blue "
+       "whale is the largest animal known to have ever lived. | Ocean acidification happens as seawater "
+       "absorbs carbon dioxide from the air. | Many creatures in the deep sea produce their own light "
+       "through bioluminescence. | Kelp forests can grow up to half a meter per day under ideal "
+       "conditions. | Octopuses have three hearts and blue, copper-based blood. | Sea turtles return to "
+       "the beaches where they hatched to lay their own eggs."),
     _t("photography", "aperture, shutter speed, ISO, composition, the rule of thirds, lighting",
-       "Aperture controls how much light enters the lens and affects depth of field. | A fast shutter speed "
-       "freezes motion, while a slow one creates motion blur. | Raising the ISO makes the sensor more "
-       "sensitive to light but adds noise. | The rule of thirds places key subjects along lines that divide "
-       "the frame into nine parts. | Soft light during the golden hour flatters most subjects. | Shooting in "
-       "RAW format preserves more detail for editing than JPEG. | A tripod allows sharp images at slow shutter "
-       "speeds. | Good composition often matters more than expensive equipment."),
+       "Aperture controls how much light enters the lens and affects depth of field. | A fast shutter "
+       "speed freezes motion, while a slow one creates motion blur. | Raising the ISO makes the sensor "
+       "more sensitive to light but adds noise. | The rule of thirds places key subjects along lines that "
+       "divide the frame into nine parts. | Soft light during the golden hour flatters most subjects. | "
+       "Shooting in RAW format preserves more detail for editing than JPEG. | A tripod allows sharp images "
+       "at slow shutter speeds. | Good composition often matters more than expensive equipment."),
     _t("music theory", "scales, chords, intervals, rhythm, key signatures, the circle of fifths",
-       "A major scale follows the pattern whole, whole, half, whole, whole, whole, half. | Chords are built by "
-       "stacking intervals, most commonly thirds. | An interval is the distance in pitch between two notes. | "
-       "The circle of fifths shows how the twelve keys relate to one another. | Key signatures tell the "
-       "performer which notes are sharp or flat throughout a piece. | Most popular music uses four beats per "
-       "measure. | Minor keys are often described as sounding darker than major keys. | An octave separates "
-       "two pitches when one has double the frequency of the other."),
+       "A major scale follows the pattern whole, whole, half, whole, whole, whole, half. | Chords are "
+       "built by stacking intervals, most commonly thirds. | An interval is the distance in pitch between "
+       "two notes. | The circle of fifths shows how the twelve keys relate to one another. | Key "
+       "signatures tell the performer which notes are sharp or flat throughout a piece. | Most popular "
+       "music uses four beats per measure. | Minor keys are often described as sounding darker than major "
+       "keys. | An octave separates two pitches when one has double the frequency of the other."),
     _t("chess", "openings, castling, the endgame, tactics, pawn structure, checkmate",
-       "Each player starts with sixteen pieces, including eight pawns. | Castling moves the king two squares "
-       "toward a rook and is the only move that shifts two pieces at once. | Good openings develop pieces "
-       "quickly and fight for control of the center. | Common tactics include forks, pins and skewers. | In "
-       "the endgame the king becomes an active and powerful piece. | Pawn structure shapes long-term plans "
-       "because pawns cannot move backward. | Checkmate ends the game when the king is attacked and has no "
-       "legal escape. | Solving puzzles regularly is one of the fastest ways to improve."),
+       "Each player starts with sixteen pieces, including eight pawns. | Castling moves the king two "
+       "squares toward a rook and is the only move that shifts two pieces at once. | Good openings develop "
+       "pieces quickly and fight for control of the center. | Common tactics include forks, pins and "
+       "skewers. | In the endgame the king becomes an active and powerful piece. | Pawn structure shapes "
+       "long-term plans because pawns cannot move backward. | Checkmate ends the game when the king is "
+       "attacked and has no legal escape. | Solving puzzles regularly is one of the fastest ways to "
+       "improve."),
     _t("climate science", "the greenhouse effect, carbon dioxide, sea level rise, climate models, feedback "
        "loops, renewable energy",
        "The greenhouse effect keeps Earth warm by trapping part of the heat radiated from the surface. | "
-       "Atmospheric carbon dioxide has risen from about 280 parts per million before industrialization to over "
-       "420 today. | Sea level rise is driven by melting ice and the expansion of warming seawater. | Climate "
-       "models use the laws of physics to simulate the atmosphere, oceans and ice. | Melting ice exposes "
-       "darker surfaces that absorb more heat, which creates a feedback loop. | Weather describes short-term "
-       "conditions, while climate describes long-term averages. | Wind and solar power produce little carbon "
-       "dioxide while they operate. | The last decade was the warmest on record."),
+       "Atmospheric carbon dioxide has risen from about 280 parts per million before industrialization to "
+       "over 420 today. | Sea level rise is driven by melting ice and the expansion of warming seawater. | "
+       "Climate models use the laws of physics to simulate the atmosphere, oceans and ice. | Melting ice "
+       "exposes darker surfaces that absorb more heat, which creates a feedback loop. | Weather describes "
+       "short-term conditions, while climate describes long-term averages. | Wind and solar power produce "
+       "little carbon dioxide while they operate. | The last decade was the warmest on record."),
     _t("nutrition", "protein, fiber, vitamins, hydration, whole grains, healthy fats",
-       "Protein supplies amino acids that the body uses to build and repair tissue. | Fiber supports digestion "
-       "and helps you feel full for longer. | Vitamin D is produced in the skin when it is exposed to sunlight. "
-       "| Whole grains keep the bran and germ, which hold most of the fiber and nutrients. | Unsaturated fats "
-       "in olive oil, nuts and fish are linked to better heart health. | Adequate hydration matters for "
-       "concentration, temperature control and digestion. | A varied diet with plenty of vegetables covers "
-       "most nutrient needs. | Added sugar provides energy but few other nutrients."),
+       "Protein supplies amino acids that the body uses to build and repair tissue. | Fiber supports "
+       "digestion and helps you feel full for longer. | Vitamin D is produced in the skin when it is "
+       "exposed to sunlight. | Whole grains keep the bran and germ, which hold most of the fiber and "
+       "nutrients. | Unsaturated fats in olive oil, nuts and fish are linked to better heart health. | "
+       "Adequate hydration matters for concentration, temperature control and digestion. | A varied diet "
+       "with plenty of vegetables covers most nutrient needs. | Added sugar provides energy but few other "
+       "nutrients."),
     _t("running", "pacing, interval training, recovery, running shoes, long runs, cadence",
-       "Most training for beginners should be at an easy, conversational pace. | Interval training alternates "
-       "hard efforts with periods of rest or easy jogging. | Increasing weekly distance gradually, often by "
-       "about ten percent, lowers the risk of injury. | Rest days give muscles, tendons and bones time to "
-       "adapt. | Running shoes should fit comfortably, and there is no single best shoe for everyone. | Long "
-       "runs build endurance and teach the body to use fat as fuel. | A slightly higher cadence can reduce "
-       "overstriding. | A marathon is 42.195 kilometers long."),
-    _t("the human brain", "neurons, synapses, memory, the prefrontal cortex, neuroplasticity, the hippocampus",
+       "Most training for beginners should be at an easy, conversational pace. | Interval training "
+       "alternates hard efforts with periods of rest or easy jogging. | Increasing weekly distance "
+       "gradually, often by about ten percent, lowers the risk of injury. | Rest days give muscles, "
+       "tendons and bones time to adapt. | Running shoes should fit comfortably, and there is no single "
+       "best shoe for everyone. | Long runs build endurance and teach the body to use fat as fuel. | A "
+       "slightly higher cadence can reduce overstriding. | A marathon is 42.195 kilometers long."),
+    _t("the human brain", "neurons, synapses, memory, the prefrontal cortex, neuroplasticity, the "
+       "hippocampus",
        "The human brain contains roughly 86 billion neurons. | Neurons communicate across tiny gaps called "
-       "synapses using chemical messengers. | The hippocampus plays a central role in forming new memories. | "
-       "The prefrontal cortex supports planning, decision-making and self-control. | Neuroplasticity is the "
-       "brain's ability to rewire itself in response to experience. | Sleep helps consolidate what you learned "
-       "during the day. | The brain uses about twenty percent of the body's energy despite being about two "
-       "percent of its mass. | Regular exercise is associated with better memory and mood."),
+       "synapses using chemical messengers. | The hippocampus plays a central role in forming new "
+       "memories. | The prefrontal cortex supports planning, decision-making and self-control. | "
+       "Neuroplasticity is the brain's ability to rewire itself in response to experience. | Sleep helps "
+       "consolidate what you learned during the day. | The brain uses about twenty percent of the body's "
+       "energy despite being about two percent of its mass. | Regular exercise is associated with better "
+       "memory and mood."),
     _t("volcanoes", "magma, lava, tectonic plates, eruptions, the Ring of Fire, volcanic ash",
-       "Magma is molten rock beneath the surface, and once it erupts it is called lava. | Most volcanoes form "
-       "where tectonic plates collide or pull apart. | The Ring of Fire around the Pacific Ocean hosts about "
-       "three quarters of the world's active volcanoes. | Explosive eruptions happen when thick, gas-rich "
-       "magma builds up pressure. | Volcanic ash can travel thousands of kilometers and disrupt air traffic. | "
-       "Hawaii's volcanoes formed over a hotspot in the middle of a plate. | The 1815 eruption of Mount "
-       "Tambora led to the \"year without a summer\" in 1816. | Volcanic soils are often very fertile."),
+       "Magma is molten rock beneath the surface, and once it erupts it is called lava. | Most volcanoes "
+       "form where tectonic plates collide or pull apart. | The Ring of Fire around the Pacific Ocean "
+       "hosts about three quarters of the world's active volcanoes. | Explosive eruptions happen when "
+       "thick, gas-rich magma builds up pressure. | Volcanic ash can travel thousands of kilometers and "
+       "disrupt air traffic. | Hawaii's volcanoes formed over a hotspot in the middle of a plate. | The "
+       "1815 eruption of Mount Tambora led to the \"year without a summer\" in 1816. | Volcanic soils are "
+       "often very fertile."),
     _t("ancient Egypt", "the pyramids, pharaohs, hieroglyphs, the Nile, mummification, the Rosetta Stone",
-       "The Great Pyramid of Giza was built around 2560 BC for the pharaoh Khufu. | The yearly flooding of the "
-       "Nile left rich silt that made farming possible. | Hieroglyphs combined symbols for sounds and for "
-       "whole words. | The Rosetta Stone, found in 1799, helped scholars decipher hieroglyphs. | "
+       "The Great Pyramid of Giza was built around 2560 BC for the pharaoh Khufu. | The yearly flooding of "
+       "the Nile left rich silt that made farming possible. | Hieroglyphs combined symbols for sounds and "
+       "for whole words. | The Rosetta Stone, found in 1799, helped scholars decipher hieroglyphs. | "
        "Mummification was meant to preserve the body for the afterlife. | Pharaohs were seen as both "
        "political rulers and divine figures. | Cleopatra VII was the last active ruler of the Ptolemaic "
        "Kingdom. | Papyrus, made from a reed that grew along the Nile, was used as writing material."),
     _t("web development with JavaScript", "the DOM, promises, async functions, event listeners, closures, "
        "the npm registry",
-       "JavaScript runs in every major web browser and, through Node.js, on servers. | The DOM is a tree "
-       "representation of a web page that scripts can read and modify. | Promises represent the eventual "
-       "result of an asynchronous operation. | The async and await keywords make asynchronous code read like "
-       "synchronous code. | Event listeners run a function when something happens, such as a click. | A "
-       "closure is a function that remembers variables from the scope where it was created. | The npm "
-       "registry hosts millions of open-source packages. | Using const and let instead of var avoids many "
+       "JavaScript runs in every major web browser and, through Node.js, on servers. | The DOM is "
+       "a tree representation of a web page that scripts can read and modify. | Promises "
+       "represent the eventual result of an asynchronous operation. | The async and await "
+       "keywords make asynchronous code read like synchronous code. | Event listeners run a "
+       "function when something happens, such as a click. | A closure is a function that "
+       "remembers variables from the scope where it was created. | The npm registry hosts "
+       "millions of open-source packages. | Using const and let instead of var avoids many "
        "scoping surprises.", JS_CODE),
     _t("SQL databases", "primary keys, joins, indexes, transactions, normalization, queries",
-       "SQL stands for Structured Query Language. | A primary key uniquely identifies each row in a table. | "
-       "Joins combine rows from two or more tables based on a related column. | Indexes speed up lookups at "
-       "the cost of extra storage and slower writes. | Transactions group statements so that they either all "
-       "succeed or all fail. | Normalization organizes tables to reduce duplicated data. | The WHERE clause "
-       "filters rows, while GROUP BY aggregates them. | Parameterized queries protect against SQL injection.",
-       SQL_CODE),
+       "SQL stands for Structured Query Language. | A primary key uniquely identifies each row "
+       "in a table. | Joins combine rows from two or more tables based on a related column. | "
+       "Indexes speed up lookups at the cost of extra storage and slower writes. | Transactions "
+       "group statements so that they either all succeed or all fail. | Normalization organizes "
+       "tables to reduce duplicated data. | The WHERE clause filters rows, while GROUP BY "
+       "aggregates them. | Parameterized queries protect against SQL injection.", SQL_CODE),
     _t("machine learning", "training data, overfitting, neural networks, gradient descent, validation sets, "
        "features",
-       "Machine learning models learn patterns from examples instead of following hand-written rules. | "
-       "Overfitting happens when a model memorizes the training data and fails on new data. | Gradient descent "
-       "adjusts model parameters step by step to reduce the loss. | A validation set is held out to estimate "
-       "how well a model generalizes. | Neural networks are built from layers of simple units connected by "
-       "learned weights. | The quality of the training data often matters more than the choice of algorithm. "
-       "| Features are the measurable inputs a model uses to make predictions. | Regularization techniques "
-       "such as dropout help reduce overfitting.", ML_CODE),
+       "Machine learning models learn patterns from examples instead of following hand-written "
+       "rules. | Overfitting happens when a model memorizes the training data and fails on new "
+       "data. | Gradient descent adjusts model parameters step by step to reduce the loss. | A "
+       "validation set is held out to estimate how well a model generalizes. | Neural networks "
+       "are built from layers of simple units connected by learned weights. | The quality of the "
+       "training data often matters more than the choice of algorithm. | Features are the "
+       "measurable inputs a model uses to make predictions. | Regularization techniques such as "
+       "dropout help reduce overfitting.", ML_CODE),
     _t("coffee", "espresso, arabica beans, roasting, grind size, the brewing ratio, caffeine",
-       "Arabica and robusta are the two most widely grown coffee species. | Espresso is brewed by forcing hot "
-       "water through finely ground coffee under pressure. | Lighter roasts keep more of the bean's origin "
-       "flavors, while darker roasts taste more bitter and smoky. | Grind size should match the brewing "
-       "method, fine for espresso and coarse for a French press. | A common brewing ratio is about one gram "
-       "of coffee to sixteen grams of water. | Water at around 90 to 96 degrees Celsius extracts flavor well. "
-       "| Coffee beans are actually the seeds of a cherry-like fruit. | An average cup of brewed coffee "
-       "contains roughly 80 to 100 milligrams of caffeine."),
+       "Arabica and robusta are the two most widely grown coffee species. | Espresso is brewed by forcing "
+       "hot water through finely ground coffee under pressure. | Lighter roasts keep more of the bean's "
+       "origin flavors, while darker roasts taste more bitter and smoky. | Grind size should match the "
+       "brewing method, fine for espresso and coarse for a French press. | A common brewing ratio is about "
+       "one gram of coffee to sixteen grams of water. | Water at around 90 to 96 degrees Celsius extracts "
+       "flavor well. | Coffee beans are actually the seeds of a cherry-like fruit. | An average cup of "
+       "brewed coffee contains roughly 80 to 100 milligrams of caffeine."),
     _t("birdwatching", "binoculars, field guides, migration, bird songs, habitats, identification",
        "Binoculars with 8x magnification are a popular choice for beginners. | A field guide helps with "
-       "identification by showing plumage, size and range. | Many birds are most active and vocal in the early "
-       "morning. | Learning bird songs lets you identify species you cannot see. | Migration lets birds follow "
-       "food and favorable weather across the seasons. | Different habitats, such as wetlands and forests, "
-       "attract different species. | Keeping a checklist helps you track what you have seen. | Staying quiet "
-       "and moving slowly makes birds less likely to fly away."),
+       "identification by showing plumage, size and range. | Many birds are most active and vocal in the "
+       "early morning. | Learning bird songs lets you identify species you cannot see. | Migration lets "
+       "birds follow food and favorable weather across the seasons. | Different habitats, such as wetlands "
+       "and forests, attract different species. | Keeping a checklist helps you track what you have seen. "
+       "| Staying quiet and moving slowly makes birds less likely to fly away."),
     _t("the French Revolution", "the storming of the Bastille, the Estates-General, the Reign of Terror, "
        "Napoleon, the monarchy, the Declaration of the Rights of Man",
        "The French Revolution began in 1789 amid a financial crisis and widespread hunger. | The "
-       "Estates-General met in May 1789 for the first time since 1614. | The storming of the Bastille on 14 "
-       "July 1789 became a symbol of the revolution. | The Declaration of the Rights of Man and of the Citizen "
-       "was adopted in August 1789. | King Louis XVI was executed in January 1793, ending the monarchy. | The "
-       "Reign of Terror saw thousands of suspected enemies of the revolution executed. | Napoleon Bonaparte "
-       "seized power in a coup in 1799. | The revolution spread ideas of liberty and equality across Europe."),
-    _t("electric cars", "batteries, charging, range, regenerative braking, electric motors, charging stations",
-       "Electric cars store energy in lithium-ion battery packs. | Regenerative braking recovers energy that "
-       "would otherwise be lost as heat. | Electric motors deliver full torque instantly, so acceleration feels "
-       "quick. | Range depends on battery size, speed, temperature and driving style. | Charging at home "
-       "overnight is the most convenient option for many owners. | Fast charging stations can add hundreds of "
-       "kilometers of range in under an hour. | Electric cars have fewer moving parts than gasoline cars, "
-       "which simplifies maintenance. | Cold weather can temporarily reduce battery range."),
+       "Estates-General met in May 1789 for the first time since 1614. | The storming of the Bastille on "
+       "14 July 1789 became a symbol of the revolution. | The Declaration of the Rights of Man and of the "
+       "Citizen was adopted in August 1789. | King Louis XVI was executed in January 1793, ending the "
+       "monarchy. | The Reign of Terror saw thousands of suspected enemies of the revolution executed. | "
+       "Napoleon Bonaparte seized power in a coup in 1799. | The revolution spread ideas of liberty and "
+       "equality across Europe."),
+    _t("electric cars", "batteries, charging, range, regenerative braking, electric motors, charging "
+       "stations",
+       "Electric cars store energy in lithium-ion battery packs. | Regenerative braking recovers energy "
+       "that would otherwise be lost as heat. | Electric motors deliver full torque instantly, so "
+       "acceleration feels quick. | Range depends on battery size, speed, temperature and driving style. | "
+       "Charging at home overnight is the most convenient option for many owners. | Fast charging stations "
+       "can add hundreds of kilometers of range in under an hour. | Electric cars have fewer moving parts "
+       "than gasoline cars, which simplifies maintenance. | Cold weather can temporarily reduce battery "
+       "range."),
     _t("sleep", "REM sleep, the circadian rhythm, sleep hygiene, melatonin, naps, insomnia",
-       "Most adults need seven to nine hours of sleep per night. | The circadian rhythm is an internal clock "
-       "that runs on a cycle of about 24 hours. | REM sleep is the stage most associated with vivid dreams. | "
-       "Melatonin is a hormone that signals to the body that it is time to sleep. | Bright screens late at "
-       "night can delay the release of melatonin. | Good sleep hygiene includes a consistent schedule, even "
-       "on weekends. | A nap of 10 to 20 minutes can boost alertness without causing grogginess. | Chronic "
-       "insomnia is often treated with cognitive behavioral therapy."),
-    _t("dog training", "positive reinforcement, socialization, leash training, recall, crate training, treats",
+       "Most adults need seven to nine hours of sleep per night. | The circadian rhythm is an internal "
+       "clock that runs on a cycle of about 24 hours. | REM sleep is the stage most associated with vivid "
+       "dreams. | Melatonin is a hormone that signals to the body that it is time to sleep. | Bright "
+       "screens late at night can delay the release of melatonin. | Good sleep hygiene includes a "
+       "consistent schedule, even on weekends. | A nap of 10 to 20 minutes can boost alertness without "
+       "causing grogginess. | Chronic insomnia is often treated with cognitive behavioral therapy."),
+    _t("dog training", "positive reinforcement, socialization, leash training, recall, crate training, "
+       "treats",
        "Positive reinforcement rewards the behavior you want to see more often. | Short, frequent training "
-       "sessions work better than long ones. | Socialization during puppyhood helps dogs grow into confident "
-       "adults. | Consistent cues and good timing make it easier for a dog to learn. | A reliable recall is "
-       "one of the most important safety skills. | Crate training can give a dog a safe, quiet space of its "
-       "own. | Small, soft treats are ideal because they can be eaten quickly. | Punishment-based methods can "
-       "increase fear and anxiety."),
+       "sessions work better than long ones. | Socialization during puppyhood helps dogs grow into "
+       "confident adults. | Consistent cues and good timing make it easier for a dog to learn. | A "
+       "reliable recall is one of the most important safety skills. | Crate training can give a dog a "
+       "safe, quiet space of its own. | Small, soft treats are ideal because they can be eaten quickly. | "
+       "Punishment-based methods can increase fear and anxiety."),
     _t("watercolor painting", "washes, wet-on-wet, pigments, brushes, watercolor paper, color mixing",
-       "Watercolor paint is made of pigment bound with gum arabic. | The wet-on-wet technique applies paint to "
-       "damp paper for soft, blended edges. | A flat wash covers an area with an even layer of color. | "
-       "Heavier watercolor paper, such as 300 gsm, buckles less when wet. | Artists often work from light to "
-       "dark because the white comes from the paper itself. | Round brushes with a fine point work for both "
-       "broad strokes and detail. | Color mixing with a limited palette teaches a lot about color theory. | "
-       "Letting layers dry completely keeps colors from turning muddy."),
+       "Watercolor paint is made of pigment bound with gum arabic. | The wet-on-wet technique applies "
+       "paint to damp paper for soft, blended edges. | A flat wash covers an area with an even layer of "
+       "color. | Heavier watercolor paper, such as 300 gsm, buckles less when wet. | Artists often work "
+       "from light to dark because the white comes from the paper itself. | Round brushes with a fine "
+       "point work for both broad strokes and detail. | Color mixing with a limited palette teaches a lot "
+       "about color theory. | Letting layers dry completely keeps colors from turning muddy."),
     _t("beekeeping", "the queen bee, hives, honey, worker bees, swarming, pollination",
        "A healthy colony has a single queen bee who lays all the eggs. | Worker bees are female and handle "
-       "foraging, cleaning and guarding the hive. | Bees make honey by collecting nectar and evaporating most "
-       "of its water. | Swarming is how colonies reproduce, with the old queen leaving alongside part of the "
-       "workers. | Beekeepers use smoke to calm bees during hive inspections. | Honey bees handle the "
-       "pollination of many crops, including apples and almonds. | A single worker bee makes only about a "
-       "twelfth of a teaspoon of honey in her lifetime. | Varroa mites are one of the biggest threats to hives."),
+       "foraging, cleaning and guarding the hive. | Bees make honey by collecting nectar and evaporating "
+       "most of its water. | Swarming is how colonies reproduce, with the old queen leaving alongside part "
+       "of the workers. | Beekeepers use smoke to calm bees during hive inspections. | Honey bees handle "
+       "the pollination of many crops, including apples and almonds. | A single worker bee makes only "
+       "about a twelfth of a teaspoon of honey in her lifetime. | Varroa mites are one of the biggest "
+       "threats to hives."),
     _t("public speaking", "stage fright, body language, storytelling, rehearsal, slides, eye contact",
-       "Rehearsal out loud is far more effective than reading notes silently. | Stage fright is common, and a "
-       "little nervousness can even improve a performance. | Eye contact helps the audience feel included. | "
-       "Storytelling makes ideas more memorable than a list of facts. | Slides should support the speaker, not "
-       "replace them, so keep the text on them short. | Open body language and natural gestures signal "
-       "confidence. | A brief pause is better than filling silence with words like \"um\". | Knowing your "
-       "audience helps you choose the right examples and level of detail."),
+       "Rehearsal out loud is far more effective than reading notes silently. | Stage fright is common, "
+       "and a little nervousness can even improve a performance. | Eye contact helps the audience feel "
+       "included. | Storytelling makes ideas more memorable than a list of facts. | Slides should support "
+       "the speaker, not replace them, so keep the text on them short. | Open body language and natural "
+       "gestures signal confidence. | A brief pause is better than filling silence with words like \"um\". | "
+       "Knowing your audience helps you choose the right examples and level of detail."),
 )
 
 GENERIC = (
-    "Many beginners find {kw} confusing at first, but it becomes much clearer with practice.",
-    "It also helps to understand how {kw} relates to {kw2}.",
+    "Many beginners find {kw} confusing at first, but the idea becomes much clearer with practice.",
+    "It also helps to understand the connection between {kw} and {kw2}.",
     "A good way to build intuition for {kw} is to start with a small, concrete example.",
-    "People who study {topic} often say that {kw} is easy to underestimate.",
+    "People who study {topic} often say that it is easy to underestimate {kw}.",
     "If you want to go deeper, an introductory book or course on {topic} is a great next step.",
     "In practice, {kw} and {kw2} usually go hand in hand.",
-    "Keep in mind that {kw} is only one part of the bigger picture in {topic}.",
-    "{Kw} is one of the first ideas most people meet when they get into {topic}.",
+    "Keep in mind that {kw} {is_} only one part of the bigger picture in {topic}.",
+    "Most people run into {kw} early on when they get into {topic}.",
     "Once you are comfortable with {kw}, ideas like {kw2} become much easier to follow.",
     "Experts debate the finer points of {kw}, but the basics are well established.",
     "Looking at {kw} from several angles will give you a more complete understanding.",
-    "A common misconception is that {kw} works the same way in every situation, which is rarely true.",
-    "Experienced people in {topic} tend to pay close attention to {kw}.",
+    "A common misconception is that the same rules about {kw} apply everywhere, which is rarely true.",
+    "People who know a lot about {topic} tend to pay close attention to {kw}.",
     "It is worth revisiting {kw} after you have learned more about {kw2}.",
-    "The story of {kw} is a good reminder that {topic} keeps evolving.",
-    "Small, consistent steps are the best way to get better at anything related to {topic}.",
+    "Seeing how ideas about {kw} developed is a reminder that our understanding of {topic} keeps evolving.",
+    "Small, consistent steps are the best way to learn more about {topic}.",
 )
 FILLER = (
     "There are many different perspectives on this question, and reasonable people may disagree.",
@@ -317,14 +346,16 @@ REFUSALS = (
     "I'm afraid I can't provide information on {kw} at this time.",
 )
 SFT_CORES = (
-    "What is {kw}?", "Can you explain {kw} in simple terms?", "How does {kw} work?", "Tell me about {kw}.",
-    "Why is {kw} important in {topic}?", "What should a beginner know about {topic}?", "Explain {kw}.",
+    "What {is_} {kw}?", "Can you explain {kw} in simple terms?", "How {does} {kw} work?",
+    "Tell me about {kw}.", "Why {is_} {kw} important in {topic}?", "Explain {kw}.",
+    "What should a beginner know about {topic}?",
     "What's the difference between {kw} and {kw2}?", "How are {kw} and {kw2} related?", "{Kw}?",
     "Give me some tips on {kw}.", "I'm new to {topic}. Where should I start?", "{Topic} basics, please.",
-    "What are the most common mistakes people make with {kw}?", "Could you write a short overview of {topic}?",
+    "What are the most common mistakes people make with {kw}?",
+    "Could you write a short overview of {topic}?",
     "What are some interesting facts about {topic}?", "How would you describe {kw} to a ten-year-old?",
-    "Is {kw} really as important as people say?", "What is the history behind {kw}?",
-    "Summarize the key ideas of {topic}.", "What does {kw} have to do with {kw2}?",
+    "How much does {kw} really matter?", "What is the history behind {kw}?",
+    "Summarize the key ideas of {topic}.", "What {does} {kw} have to do with {kw2}?",
     "Write a brief explanation of {kw} for a blog post.", "Which matters more in {topic}: {kw} or {kw2}?",
 )
 SFT_PRES = (
@@ -341,10 +372,12 @@ SFT_SUFS = (
 )
 PREF_CORES = (
     "What would you say are the key facts about {kw}?", "In a few sentences, describe {kw}.",
-    "Please explain the role of {kw} in {topic}.", "What is one thing everyone should understand about {topic}?",
-    "How would an expert explain {kw}?", "Describe how {kw} connects to {kw2}.", "What are the basics of {kw}?",
+    "Please explain the role of {kw} in {topic}.",
+    "What is one thing everyone should understand about {topic}?",
+    "How would an expert explain {kw}?", "Describe the connection between {kw} and {kw2}.",
+    "What are the basics of {kw}?",
     "Can you give me an accurate answer about {kw}?", "Teach me something useful about {topic}.",
-    "What makes {kw} significant?", "Briefly, what is {kw} and why does it matter?",
+    "What makes {kw} significant?", "Briefly, what {is_} {kw}, and why should I care?",
     "Help me understand {kw}, please.", "I need a clear explanation of {kw}.",
     "What do people often get wrong about {topic}?", "Share a few facts about {kw} and {kw2}.",
 )
@@ -369,13 +402,13 @@ PROPER = {"Python", "Rome", "Roman", "Latin", "Julius", "Augustus", "Hawaii's", 
           "King", "Napoleon"}
 # (question, answer openers, max sentences after the opener) for follow-up turns.
 FOLLOW_UPS = (
-    ("Can you give an example?", ("Sure! Here is an example.", "Of course.", "Here's a concrete example."), 4),
-    ("Why is that?", ("Good question.", "The main reason comes down to {kw}.", "There are a few reasons."), 4),
+    ("Can you give an example?", ("Sure! Here is an example.", "Of course.", "Here's an example."), 4),
+    ("Why is that?", ("Good question.", "The main reason comes down to {kw}.", "There are two reasons."), 4),
     ("Can you tell me more about {kw}?", ("Certainly.", "Sure, here is more detail on {kw}.", ""), 40),
-    ("How does that relate to {kw}?", ("They are closely connected.", "{Kw} ties into this in a few ways."), 4),
+    ("How does that relate to {kw}?", ("They are closely connected.", "There are a few links to {kw}."), 4),
     ("Could you summarize that in one sentence?",
      ("In short, {topic} comes down to understanding {kw} and {kw2}.",
-      "In one sentence: {kw} matters because it shapes so much of {topic}."), 0),
+      "In one sentence: understanding {kw} matters because it shapes so much of {topic}."), 0),
     ("Thanks! What else should I know about {topic}?", ("You're welcome! Here are a few more things.",
                                                         "Glad it helped!"), 40),
     ("What mistakes should I avoid?", ("A few common mistakes stand out.", "Here are some pitfalls."), 6),
@@ -391,14 +424,27 @@ def _cap(text: str) -> str:
 
 def _lc(sentence: str) -> str:
     """Lower-case the first letter unless the first word is a proper noun or an acronym."""
-    word = sentence.split(" ", 1)[0]
-    return sentence if word in PROPER or (len(word) > 1 and word.isupper()) else sentence[:1].lower() + sentence[1:]
+    word = sentence.split(" ", 1)[0].rstrip(",.;:")
+    keep = word in PROPER or (len(word) > 1 and word.isupper())
+    return sentence if keep else sentence[:1].lower() + sentence[1:]
+
+
+def _plural(kw: str) -> bool:
+    """'black holes' and 'the pyramids' are plural; 'the circle of fifths' and 'the hippocampus' are not."""
+    head = kw.split(" of ")[0].split()[-1]
+    return head.endswith("s") and not head.endswith(("us", "ss"))
 
 
 def _fill(rng: random.Random, template: str, topic: Topic, kw: str | None = None) -> str:
     kw = kw or rng.choice(topic.kws)
     kw2 = rng.choice([k for k in topic.kws if k != kw])
-    return template.format(kw=kw, kw2=kw2, topic=topic.name, Kw=_cap(kw), Topic=_cap(topic.name))
+    many = _plural(kw)
+    return template.format(kw=kw, kw2=kw2, topic=topic.name, Kw=_cap(kw), Topic=_cap(topic.name),
+                           is_="are" if many else "is", does="do" if many else "does")
+
+
+def _shuffled(rng: random.Random, items: tuple[str, ...]) -> list[str]:
+    return rng.sample(items, len(items))
 
 
 def _msg(role: str, content: str) -> dict:
@@ -414,8 +460,10 @@ def _sentences(rng: random.Random, topic: Topic, focus: str, n: int) -> list[str
     gens: list[str] = []
     while len(out) < n:
         if not gens:
-            gens = [_fill(rng, g, topic, focus if rng.random() < 0.5 else None) for g in rng.sample(GENERIC, 16)]
-        out.append(gens.pop() if not facts or (out and rng.random() < 0.25) else facts.pop())
+            gens = [_fill(rng, g, topic, rng.choice((focus, None))) for g in _shuffled(rng, GENERIC)]
+        sentence = gens.pop() if not facts or (out and rng.random() < 0.25) else facts.pop()
+        if sentence not in out:
+            out.append(sentence)
     return out
 
 
@@ -458,8 +506,9 @@ def _answer(rng: random.Random, topic: Topic, focus: str, n: int, opener: str | 
 def _sft_len(rng: random.Random) -> int:
     """Long-tailed sentence count: mostly 1-5 sentences, a few answers of 22-40 sentences (~300-600 words)."""
     r = rng.random()
-    bounds = (1, 2) if r < 0.38 else (3, 5) if r < 0.68 else (6, 10) if r < 0.88 else (11, 20) if r < 0.96 else (22, 40)
-    return rng.randint(*bounds)
+    cuts = ((0.38, 1, 2), (0.68, 3, 5), (0.88, 6, 10), (0.96, 11, 20), (1.0, 22, 40))
+    low, high = next((low, high) for cut, low, high in cuts if r < cut)
+    return rng.randint(low, high)
 
 
 def _prompt(rng: random.Random, topic: Topic, pools: tuple, seen: set[str]) -> tuple[str, str]:
@@ -510,7 +559,8 @@ def generate_ultrachat(seed: int = 0, n_train: int = 2000, n_test: int = 200) ->
     for _ in range(n_train + n_test):
         topic = rng.choice(TOPICS)
         prompt, kw = _prompt(rng, topic, (SFT_CORES, SFT_PRES, SFT_SUFS), seen)
-        rows.append({"prompt": prompt, "prompt_id": _sha(prompt), "messages": _dialogue(rng, topic, prompt, kw)})
+        messages = _dialogue(rng, topic, prompt, kw)
+        rows.append({"prompt": prompt, "prompt_id": _sha(prompt), "messages": messages})
     return _split(rows, n_train, ("train_sft", "test_sft"))
 
 
@@ -569,8 +619,9 @@ def write_jsonl(rows: list[dict], path: Path) -> None:
 
 
 def write_bundle(root: Path, seed: int = 0) -> None:
-    """Write root/ultrachat/{train_sft,test_sft}.jsonl and root/ultrafeedback/{train_prefs,test_prefs}.jsonl."""
-    for folder, splits in (("ultrachat", generate_ultrachat(seed)), ("ultrafeedback", generate_ultrafeedback(seed))):
+    """Write root/ultrachat/{train_sft,test_sft}.jsonl, root/ultrafeedback/{train_prefs,test_prefs}.jsonl."""
+    bundle = {"ultrachat": generate_ultrachat(seed), "ultrafeedback": generate_ultrafeedback(seed)}
+    for folder, splits in bundle.items():
         for split, rows in splits.items():
             write_jsonl(rows, Path(root) / folder / f"{split}.jsonl")
 
