@@ -23,11 +23,11 @@ DATASETS = {"ultrachat-sample": SAMPLE_ROOT / "ultrachat", "ultrafeedback-sample
 
 # Mistral-7B-v0.1's shape, scaled down: GQA (heads / kv heads = 4), SwiGLU, RoPE theta 1e4.
 MODELS: dict[str, dict[str, Any]] = {
-    "tiny-mistral": {"hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 4,
-                     "num_attention_heads": 8, "num_key_value_heads": 2, "vocab_size": 4096},
+    "tiny-mistral": {"hidden_size": 128, "intermediate_size": 352, "num_hidden_layers": 4,
+                     "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 4096},
     # big enough to be compute-bound on a CPU; used by the benchmarks
     "tiny-mistral-25m": {"hidden_size": 512, "intermediate_size": 1408, "num_hidden_layers": 6,
-                         "num_attention_heads": 8, "num_key_value_heads": 2, "vocab_size": 4096},
+                         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 4096},
 }
 SEED = 1234
 BUILD_VERSION = 1  # bump when the build recipe changes, so caches are rebuilt

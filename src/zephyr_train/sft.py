@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zephyr_train import chat_template, checkpoints, mixture, modeling
+from zephyr_train import chat_template, checkpoints, lm_head, mixture, modeling, packing
 from zephyr_train.errors import UserError
 from zephyr_train.recipe import Recipe, fingerprint, save_resolved
 
@@ -113,6 +113,10 @@ def run_sft(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False) 
     config = SFTConfig(output_dir=str(out), assistant_only_loss=False, **trainer_args)  # masks are ours
     trainer = SFTTrainer(model=model, args=config, train_dataset=train, eval_dataset=evaluation,
                          processing_class=tokenizer, peft_config=modeling.lora_config(stage.lora))
+    if trainer.padding_free and not packing.uses_varlen_kernels(recipe.model.attn_implementation):
+        trainer.data_collator = packing.PackedRowsCollator(tokenizer.pad_token_id)
+    if lm_head.needs_dense_head(trainer.args.device):
+        lm_head.use_dense_lm_head(trainer.model.get_base_model() if stage.lora else trainer.model)
 
     # 4. Train, evaluate, save.
     started = time.perf_counter()
