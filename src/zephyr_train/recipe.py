@@ -110,7 +110,7 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
         "packing": True,  # padding-free best-fit packing; block-diagonal attention keeps examples apart
         "max_length": 2048,  # the paper's sequence length
         "assistant_only_loss": True,  # train on assistant turns and their EOS only
-        "gradient_checkpointing": False,  # costs ~30% speed; turn on when memory needs it
+        "activation_checkpointing": False,  # costs ~30% speed; turn on when memory needs it
         "bf16": False,  # precision is what the recipe says: fp32 unless bf16/fp16 is asked for
         "report_to": "none",
         "logging_steps": 10,
@@ -119,7 +119,7 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
         "seed": 42,
     },
     "dpo": {
-        "gradient_checkpointing": False,
+        "activation_checkpointing": False,
         "bf16": False,
         "report_to": "none",
         "logging_steps": 10,
@@ -127,6 +127,9 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 
+# transformers 5 renamed these; the old names (used by the public recipes) still mean the same.
+ALIASES = {"gradient_checkpointing": "activation_checkpointing",
+           "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs"}
 # Trainer fields we set ourselves from other recipe keys.
 _OWNED_FIELDS = {"model_init_kwargs": "model", "chat_template_path": "chat_template"}
 SECRET_KEY = re.compile(r"token|secret|password|api_key", re.IGNORECASE)
@@ -237,7 +240,7 @@ def _build_stage(name: str, raw: Any, source: str) -> Stage:
         choices = fields[key].choices
         if choices and value not in choices:
             raise UserError(f"{source}: {name}.{key} must be one of {', '.join(map(str, choices))}, got {value!r}")
-        stage.trainer[key] = value
+        stage.trainer[ALIASES.get(key, key)] = value
     datasets = raw.get("datasets") or []
     if not isinstance(datasets, list) or not datasets:
         raise UserError(f"{source}: {name}.datasets must list at least one dataset (path, split, weight)")
