@@ -1,4 +1,4 @@
-"""The SFT stage, top to bottom: check, claim the output directory, data, model, train, summarize.
+"""The SFT stage, top to bottom: check, data, claim the output directory, model, train, summarize.
 
 Everything that can fail on a user's mistake is checked before the model is loaded. Training is
 TRL's `SFTTrainer`; what we add is the Zephyr tokenization (one BOS, assistant spans and their EOS
@@ -79,12 +79,6 @@ def run_sft(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False) 
     if launcher:
         log(f"note: the launcher asked for {launcher} mixed precision; the recipe's "
             f"{precision_of(trainer_args)} is used (set sft.bf16/sft.fp16 to change it)")
-    if state.is_main_process and resume is None:
-        checkpoints.claim(out, settings, overwrite)
-        save_resolved(recipe, out, overrides)
-    state.wait_for_everyone()
-    if resume is not None:
-        log(f"resuming from {resume} (same settings as recorded in {out / checkpoints.FINGERPRINT})")
 
     # 2. Data: the mixture, malformed rows dropped and counted, tokenized with the training template.
     with state.main_process_first():
@@ -106,7 +100,15 @@ def run_sft(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False) 
     if data["report"]["eval_overlap_removed"]:
         log(f"data: {data['report']['eval_overlap_removed']} training rows removed: prompt also in the eval set")
 
-    # 3. Model, then TRL's trainer (which applies LoRA and, for 4-bit models, prepares them for QLoRA).
+    # 3. Only now, with recipe and data known good, touch the output directory: nothing is lost to a typo.
+    if state.is_main_process and resume is None:
+        checkpoints.claim(out, settings, overwrite)
+        save_resolved(recipe, out, overrides)
+    state.wait_for_everyone()
+    if resume is not None:
+        log(f"resuming from {resume} (same settings as recorded in {out / checkpoints.FINGERPRINT})")
+
+    # 4. Model, then TRL's trainer (which applies LoRA and, for 4-bit models, prepares them for QLoRA).
     from trl import SFTConfig, SFTTrainer
 
     model = modeling.load_model(location, recipe.model)
@@ -118,7 +120,7 @@ def run_sft(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False) 
     if lm_head.needs_dense_head(trainer.args.device):
         lm_head.use_dense_lm_head(trainer.model.get_base_model() if stage.lora else trainer.model)
 
-    # 4. Train, evaluate, save.
+    # 5. Train, evaluate, save.
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     wall = time.perf_counter() - started
