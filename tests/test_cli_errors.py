@@ -1,0 +1,102 @@
+"""Bad input: one line naming the file/key and the fix, exit 2, no traceback, no model loaded."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import SMOKE, cli
+
+
+def recipe_with(tmp_path, old: str, new: str):
+    path = tmp_path / "bad.yaml"
+    path.write_text(SMOKE.read_text().replace(old, new))
+    return str(path)
+
+
+def assert_user_error(run, *fragments: str):
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "Traceback" not in run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.startswith("zephyr-train: error:")]
+    assert len(lines) == 1, run.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert "Loading weights" not in run.stdout + run.stderr  # found before any model is loaded
+
+
+def test_missing_dataset_path(tmp_path):
+    bad = recipe_with(tmp_path, "path: builtin:ultrachat-sample", "path: ./data/nowhere.jsonl")
+    assert_user_error(cli("sft", bad), "bad.yaml: sft.datasets[0].path './data/nowhere.jsonl' does not exist")
+
+
+def test_dataset_without_needed_column(tmp_path):
+    data = tmp_path / "d"
+    data.mkdir()
+    for split in ("train_sft", "test_sft"):
+        (data / f"{split}.jsonl").write_text(json.dumps({"conversations": [], "id": 1}) + "\n")
+    bad = recipe_with(tmp_path, "path: builtin:ultrachat-sample", f"path: {data}")
+    assert_user_error(cli("sft", bad), "sft.datasets[0]", "has no 'messages' column",
+                      "map one with columns: {messages: <its column>}")
+
+
+def test_unknown_template_name():
+    assert_user_error(cli("sft", str(SMOKE), "chat_template=zephir"), "chat_template 'zephir'",
+                      "did you mean 'zephyr'?")
+
+
+def test_four_bit_without_lora():
+    assert_user_error(cli("sft", str(SMOKE), "model.quantization.load_in_4bit=true"),
+                      "smoke.yaml: model.quantization", "add a sft.lora section")
+
+
+def test_model_path_that_does_not_exist():
+    assert_user_error(cli("sft", str(SMOKE), "model.name_or_path=./models/missing"),
+                      "model.name_or_path './models/missing' does not exist")
+
+
+def test_hub_model_not_cached_offline():
+    assert_user_error(cli("sft", str(SMOKE), "model.name_or_path=mistralai/Mistral-7B-v0.1"),
+                      "not in the local Hub cache and HF_HUB_OFFLINE=1")
+
+
+def test_wrong_type(tmp_path):
+    bad = recipe_with(tmp_path, "learning_rate: 1.0e-3", "learning_rate: fast")
+    assert_user_error(cli("sft", bad), "bad.yaml: sft.learning_rate expects float, got 'fast'")
+
+
+def test_misspelt_key(tmp_path):
+    bad = recipe_with(tmp_path, "per_device_train_batch_size", "per_device_train_bach_size")
+    assert_user_error(cli("sft", bad), "unknown key 'sft.per_device_train_bach_size'",
+                      "did you mean 'per_device_train_batch_size'?")
+
+
+def test_missing_recipe_and_bad_override():
+    assert_user_error(cli("sft", "recipes/nope.yaml"), "recipes/nope.yaml: recipe file not found")
+    assert_user_error(cli("sft", str(SMOKE), "learning_rate"), "write overrides as key=value")
+
+
+def test_nothing_usable_left(tmp_path):
+    data = tmp_path / "d"
+    data.mkdir()
+    row = {"messages": [{"role": "user", "content": "hi"}]}  # no assistant turn
+    (data / "train_sft.jsonl").write_text(json.dumps(row) + "\n")
+    bad = recipe_with(tmp_path, "path: builtin:ultrachat-sample", f"path: {data}")
+    run = cli("sft", bad, "sft.eval=null")
+    assert_user_error(run, "no usable training conversations left", "no assistant turn")
+
+
+def test_bad_data_never_costs_a_finished_run(tmp_path):
+    """--overwrite with a broken recipe must fail before the old results are deleted."""
+    out = tmp_path / "runs"
+    (out / "sft").mkdir(parents=True)
+    (out / "sft" / "model.safetensors").write_text("precious")
+    bad = recipe_with(tmp_path, "path: builtin:ultrachat-sample", "path: ./nowhere.jsonl")
+    assert_user_error(cli("sft", bad, f"output_dir={out}", "--overwrite"), "does not exist")
+    assert (out / "sft" / "model.safetensors").read_text() == "precious"
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["sft", "--help"]])
+def test_help(argv):
+    run = cli(*argv)
+    assert run.returncode == 0 and "zephyr-train" in run.stdout
