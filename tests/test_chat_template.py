@@ -46,7 +46,7 @@ def test_only_assistant_content_and_eos_are_trained(tokenizer, messages):
     public = tokenizer.apply_chat_template(messages, tokenize=False)
     assert ids == tokenizer(public)["input_ids"]
     assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1
-    trained = tokenizer.decode([i for i, m in zip(ids, mask) if m])
+    trained = tokenizer.decode([i for i, m in zip(ids, mask, strict=True) if m])
     expected = "".join(m["content"] + "</s>" for m in messages if m["role"] == "assistant")
     assert trained == expected
     # every assistant turn's EOS is trained, although pad == eos; user/system EOS are not

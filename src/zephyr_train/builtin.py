@@ -27,7 +27,7 @@ MODELS: dict[str, dict[str, Any]] = {
     "tiny-mistral": {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 4,
                      "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 4096},
     # big enough to be compute-bound on a CPU; used by the benchmarks
-    "tiny-mistral-25m": {"hidden_size": 512, "intermediate_size": 1408, "num_hidden_layers": 6,
+    "tiny-mistral-25m": {"hidden_size": 512, "intermediate_size": 1408, "num_hidden_layers": 8,
                          "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 4096},
 }
 SEED = 1234

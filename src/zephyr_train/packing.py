@@ -17,11 +17,15 @@ from typing import Any
 @dataclass
 class PackedRowsCollator:
     pad_token_id: int
+    positions: int = 0  # token positions handed to the model so far, padding included
+    real_tokens: int = 0
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
         width = max(len(e["input_ids"]) for e in examples)
+        self.positions += width * len(examples)
+        self.real_tokens += sum(len(e["input_ids"]) for e in examples)
         input_ids, labels, positions = [], [], []
         for example in examples:
             ids = list(example["input_ids"])
@@ -33,7 +37,7 @@ class PackedRowsCollator:
             row_labels += [-100] * pad
             pos += list(range(pad))
             # the first token of each example would be predicted from the previous example's last one
-            labels.append([-100 if p == 0 else label for p, label in zip(pos, row_labels)])
+            labels.append([-100 if p == 0 else label for p, label in zip(pos, row_labels, strict=True)])
             positions.append(pos)
         return {"input_ids": torch.tensor(input_ids), "labels": torch.tensor(labels),
                 "position_ids": torch.tensor(positions)}

@@ -124,18 +124,20 @@ def run_sft(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False) 
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     wall = time.perf_counter() - started
+    # read before evaluation adds its own batches
+    padding, seen = padding_fraction(trainer.data_collator), getattr(trainer.data_collator, "real_tokens", None)
     eval_metrics = trainer.evaluate() if evaluation is not None else {}
     trainer.save_model(str(out))
     if not state.is_main_process:
         return {}
-    summary = summarize(trainer, result, eval_metrics, wall, out, data["report"], dropped, len(train))
+    summary = summarize(trainer, result, eval_metrics, wall, (padding, seen), out, data["report"], dropped, len(train))
     (out / checkpoints.SUMMARY).write_text(json.dumps(summary, indent=2))
     print_summary(summary)
     return summary
 
 
-def summarize(trainer: Any, result: Any, eval_metrics: dict, wall: float, out: Path, report: dict,
-              dropped: dict, n_train: int) -> dict[str, Any]:
+def summarize(trainer: Any, result: Any, eval_metrics: dict, wall: float, batches: tuple, out: Path,
+              report: dict, dropped: dict, n_train: int) -> dict[str, Any]:
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     per_epoch = count_trained_tokens(trainer.train_dataset)
     epochs = trainer.state.epoch or 0.0
@@ -152,6 +154,8 @@ def summarize(trainer: Any, result: Any, eval_metrics: dict, wall: float, out: P
         "train_examples": n_train,
         "tokens_trained": tokens,
         "tokens_per_second": tokens / runtime if runtime else None,
+        "padding_fraction": batches[0],
+        "tokens_seen": batches[1],  # tokens through forward and backward, prompts included (this process)
         "train_runtime_s": runtime,
         "wall_time_s": wall,
         "model_dir": str(out),
@@ -160,6 +164,12 @@ def summarize(trainer: Any, result: Any, eval_metrics: dict, wall: float, out: P
         "data": {"sources": report["sources"], "dropped": dict(dropped),
                  "eval_overlap_removed": report["eval_overlap_removed"]},
     }
+
+
+def padding_fraction(collator: Any) -> float | None:
+    """Share of the positions the model computed that were padding (known for our packed collator)."""
+    positions = getattr(collator, "positions", 0)
+    return 1 - collator.real_tokens / positions if positions else None
 
 
 def print_summary(s: dict[str, Any]) -> None:

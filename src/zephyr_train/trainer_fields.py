@@ -144,6 +144,8 @@ def coerce(value: Any, annotation: str) -> Any:
     if isinstance(value, bool):
         if "bool" in kinds:
             return value
+        if "str" in kinds and value is False:
+            return "no"  # YAML 1.1 reads an unquoted `no` (as in `save_strategy: no`) as false
     elif isinstance(value, int | float) and not isinstance(value, bool):
         if "int" in kinds and float(value).is_integer():
             return int(value)
