@@ -120,3 +120,11 @@ def test_help_and_validation_import_no_torch():
             "print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_every_shipped_recipe_validates():
+    recipes = sorted((ROOT / "recipes").rglob("*.yaml"))
+    assert len(recipes) >= 3
+    for path in recipes:
+        recipe = load_recipe(path)
+        assert recipe.sft is not None and recipe.sft.datasets, path

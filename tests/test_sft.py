@@ -29,7 +29,7 @@ def test_full_sft_learns_and_keeps_recipe_precision(tmp_path, tiny_model_dir):
     assert s["train_loss_last"] < 0.75 * s["train_loss_first"]
     assert s["eval_loss"] is not None and s["tokens_trained"] > 0 and s["tokens_per_second"] > 0
     # a bf16 launcher config never silently overrides the recipe's fp32
-    assert "the launcher asked for bf16 mixed precision; the recipe's no is used" in run.stdout
+    assert "the launcher asked for bf16 mixed precision; the recipe's fp32 is used" in run.stdout
     import torch
 
     args = torch.load(out / "sft" / "training_args.bin", weights_only=False)

@@ -139,19 +139,21 @@ def conversation_problem(messages: Any) -> str | None:
 
 def clean_conversations(ds: Any, column: str = "messages") -> tuple[Any, Counter]:
     """Drop malformed rows, counting why; a trailing user turn is trimmed (it has no answer to learn)."""
+    trimmed = "trailing user turn trimmed"
+
     def mark(batch: dict) -> dict:
         problems, fixed = [], []
         for messages in batch[column]:
-            problem = conversation_problem(messages)
-            if problem is None and messages[-1]["role"] == "user":
-                messages, problem = messages[:-1], ""
-            problems.append(problem or ("trailing user turn trimmed" if problem == "" else ""))
+            problem = conversation_problem(messages) or ""
+            if not problem and messages[-1]["role"] == "user":
+                messages, problem = messages[:-1], trimmed
+            problems.append(problem)
             fixed.append(messages if isinstance(messages, list) else [])
         return {column: fixed, "_problem": problems}
 
     ds = ds.map(mark, batched=True, desc="Checking conversations")
     counts = Counter(p for p in ds["_problem"] if p)
-    ds = ds.filter(lambda p: p in ("", "trailing user turn trimmed"), input_columns="_problem")
+    ds = ds.filter(lambda p: p in ("", trimmed), input_columns="_problem")
     return ds.remove_columns("_problem"), counts
 
 

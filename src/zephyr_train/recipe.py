@@ -114,6 +114,7 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
         "bf16": False,  # precision is what the recipe says: fp32 unless bf16/fp16 is asked for
         "report_to": "none",
         "logging_steps": 10,
+        "logging_first_step": True,  # so the summary's first loss is step 1's, not a 10-step mean
         "save_strategy": "steps",
         "save_steps": 500,
         "seed": 42,

@@ -34,7 +34,8 @@ def pin_precision(wanted: str) -> str | None:
     return launcher if launcher and launcher != wanted else None
 
 
-def tokenize_dataset(ds: Any, tokenizer: Any, training_template: str, assistant_only: bool) -> Any:
+def tokenize_dataset(ds: Any, tokenizer: Any, training_template: str, assistant_only: bool,
+                     num_proc: int | None = None) -> Any:
     bos = chat_template.adds_bos(tokenizer)
 
     def tokenize(messages: list[dict]) -> dict:
@@ -43,7 +44,8 @@ def tokenize_dataset(ds: Any, tokenizer: Any, training_template: str, assistant_
             out["assistant_masks"] = [1] * len(out["input_ids"])
         return out
 
-    return ds.map(tokenize, input_columns="messages", remove_columns=ds.column_names, desc="Tokenizing")
+    return ds.map(tokenize, input_columns="messages", remove_columns=ds.column_names, desc="Tokenizing",
+                  num_proc=num_proc)
 
 
 def count_trained_tokens(ds: Any) -> int:
@@ -77,8 +79,9 @@ def run_sft(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False) 
     state = PartialState()
     log = print if state.is_main_process else (lambda *a, **k: None)
     if launcher:
-        log(f"note: the launcher asked for {launcher} mixed precision; the recipe's "
-            f"{precision_of(trainer_args)} is used (set sft.bf16/sft.fp16 to change it)")
+        wanted = precision_of(trainer_args).replace("no", "fp32")
+        log(f"note: the launcher asked for {launcher} mixed precision; the recipe's {wanted} is used "
+            "(set sft.bf16 or sft.fp16 in the recipe to change it)")
 
     # 2. Data: the mixture, malformed rows dropped and counted, tokenized with the training template.
     with state.main_process_first():
@@ -92,9 +95,10 @@ def run_sft(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False) 
             raise UserError(f"{src}: no usable training conversations left after dropping malformed rows "
                             f"({dict(dropped)})")
         tokenizer = modeling.load_tokenizer(location, recipe.model, inference_template)
-        train = tokenize_dataset(train, tokenizer, training_template, assistant_only)
+        procs = trainer_args.get("dataset_num_proc")
+        train = tokenize_dataset(train, tokenizer, training_template, assistant_only, procs)
         if evaluation is not None:
-            evaluation = tokenize_dataset(evaluation, tokenizer, training_template, assistant_only)
+            evaluation = tokenize_dataset(evaluation, tokenizer, training_template, assistant_only, procs)
     for reason, count in sorted(dropped.items()):
         log(f"data: {count} rows: {reason}")
     if data["report"]["eval_overlap_removed"]:
