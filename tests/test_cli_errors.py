@@ -10,8 +10,10 @@ from .conftest import SMOKE, cli
 
 
 def recipe_with(tmp_path, old: str, new: str):
+    """The smoke recipe with one change, writing into tmp_path (never into a real run's directory)."""
     path = tmp_path / "bad.yaml"
-    path.write_text(SMOKE.read_text().replace(old, new))
+    text = SMOKE.read_text().replace(old, new).replace("output_dir: runs/smoke", f"output_dir: {tmp_path / 'out'}")
+    path.write_text(text)
     return str(path)
 
 

@@ -32,6 +32,10 @@ def _first_difference(old: Any, new: Any, path: str = "") -> str:
         for key in sorted(set(old) | set(new)):
             if old.get(key) != new.get(key):
                 return _first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else key)
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
+            if a != b:
+                return _first_difference(a, b, f"{path}[{i}]")
     return f"{path}: {old!r} then, {new!r} now"
 
 
