@@ -40,6 +40,16 @@ def test_smoke_recipe_and_overrides():
     assert recipe.sft.eval.split == "test_sft"
 
 
+def test_overrides_index_lists_and_keep_text():
+    recipe = load_recipe(SMOKE, ["sft.datasets.0.weight=0.5", "sft.run_name=a:[b", "sft.datasets.0.columns.messages=c"])
+    assert recipe.sft.datasets[0].weight == 0.5 and recipe.sft.datasets[0].columns == {"messages": "c"}
+    assert recipe.sft.trainer["run_name"] == "a:[b"
+    with pytest.raises(UserError, match=r"sft.datasets is a list of 1; index it from 0"):
+        load_recipe(SMOKE, ["sft.datasets.3.weight=0.5"])
+    with pytest.raises(UserError, match="model.dtype is not a section"):
+        load_recipe(SMOKE, ["model.dtype.x=1"])
+
+
 def test_yaml_scientific_notation_is_a_float(tmp_path):
     # YAML 1.1 reads 5e-7 (no dot) as a string; the schema says float, so it is converted
     text = SMOKE.read_text().replace("learning_rate: 1.0e-3", "learning_rate: 5e-7")

@@ -159,23 +159,32 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
 
 
 def apply_override(raw: dict, item: str, source: Path | str) -> None:
-    """`a.b=value`: the value is read as YAML, so numbers, booleans and lists keep their types."""
+    """`a.b=value`, `sft.datasets.0.weight=0.5`: the value is read as YAML, so numbers, booleans and
+    lists keep their types (text that is not valid YAML stays text)."""
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
         raise UserError(f"override {item!r}: write overrides as key=value, e.g. sft.learning_rate=1e-4")
-    value = yaml.safe_load(text) if text.strip() else None
-    node = raw
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    node: Any = raw
     parts = key.strip().split(".")
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if isinstance(child, list) and part == "datasets":
-            raise UserError(f"override {item!r}: datasets is a list; edit it in {source}")
-        if not isinstance(child, dict):
-            raise UserError(f"override {item!r}: {part} is not a section in {source}")
-        node = child
-    node[parts[-1]] = value
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise UserError(f"override {item!r}: {'.'.join(parts[:depth])} is a list of {len(node)}; "
+                                f"index it from 0, e.g. {'.'.join(parts[:depth])}.0.{'.'.join(parts[depth + 1:])}")
+            part = int(part)
+        elif not isinstance(node, dict):
+            raise UserError(f"override {item!r}: {'.'.join(parts[:depth])} is not a section in {source}")
+        if last:
+            node[part] = value
+        else:
+            if isinstance(node, dict) and node.get(part) is None:
+                node[part] = {}
+            node = node[part]
 
 
 # Keys that older TRL/transformers releases (and the public recipes) use, with today's spelling.
