@@ -9,29 +9,13 @@ and a summary a person can read.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-from zephyr_train import chat_template, checkpoints, lm_head, mixture, modeling, packing
+from zephyr_train import chat_template, checkpoints, lm_head, mixture, modeling, packing, stage
 from zephyr_train.errors import UserError
-from zephyr_train.recipe import Recipe, fingerprint, save_resolved
-
-
-def precision_of(trainer_args: dict[str, Any]) -> str:
-    return "bf16" if trainer_args.get("bf16") else "fp16" if trainer_args.get("fp16") else "no"
-
-
-def pin_precision(wanted: str) -> str | None:
-    """Make the recipe's precision the one accelerate uses; returns the launcher's if it differed.
-
-    `accelerate launch` with a bf16 config exports ACCELERATE_MIXED_PRECISION=bf16, which
-    transformers applies whenever the recipe leaves bf16 off: on a CPU that made runs 3.8x slower.
-    """
-    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")
-    os.environ["ACCELERATE_MIXED_PRECISION"] = wanted
-    return launcher if launcher and launcher != wanted else None
+from zephyr_train.recipe import Recipe
 
 
 def tokenize_dataset(ds: Any, tokenizer: Any, training_template: str, assistant_only: bool,
@@ -61,31 +45,21 @@ def count_trained_tokens(ds: Any) -> int:
 def run_sft(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False) -> dict[str, Any]:
     if recipe.sft is None:
         raise UserError(f"{recipe.source}: no sft section; add one with datasets and trainer settings")
-    stage, out, src = recipe.sft, recipe.stage_dir("sft"), recipe.source
-    trainer_args = dict(stage.trainer)
+    spec, src = recipe.sft, recipe.source
+    trainer_args = dict(spec.trainer)
     assistant_only = trainer_args.pop("assistant_only_loss")
 
     # 1. What can be checked without a model or data: template, paths, output directory.
     inference_template, training_template = chat_template.resolve(recipe.chat_template, src)
     chat_template.check_trainable(training_template, assistant_only, src)
-    mixture.check_sources(stage, "sft", src)
+    mixture.check_sources(spec, "sft", src)
     location = modeling.model_location(recipe.model, src)
-    settings = fingerprint(recipe, "sft")
-    resume = checkpoints.inspect(out, settings, "sft", overwrite)
-    launcher = pin_precision(precision_of(trainer_args))
-
-    from accelerate import PartialState
-
-    state = PartialState()
-    log = print if state.is_main_process else (lambda *a, **k: None)
-    if launcher:
-        wanted = precision_of(trainer_args).replace("no", "fp32")
-        log(f"note: the launcher asked for {launcher} mixed precision; the recipe's {wanted} is used "
-            "(set sft.bf16 or sft.fp16 in the recipe to change it)")
+    start = stage.begin(recipe, "sft", overwrite)
+    out = start.out
 
     # 2. Data: the mixture, malformed rows dropped and counted, tokenized with the training template.
-    with state.main_process_first():
-        data = mixture.load_mixture(stage, "sft", src, ["messages"], seed=trainer_args["seed"])
+    with start.state.main_process_first():
+        data = mixture.load_mixture(spec, "sft", src, ["messages"], seed=trainer_args["seed"])
         train, dropped = mixture.clean_conversations(data["train"])
         evaluation = data["eval"]
         if evaluation is not None:
@@ -99,18 +73,10 @@ def run_sft(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False) 
         train = tokenize_dataset(train, tokenizer, training_template, assistant_only, procs)
         if evaluation is not None:
             evaluation = tokenize_dataset(evaluation, tokenizer, training_template, assistant_only, procs)
-    for reason, count in sorted(dropped.items()):
-        log(f"data: {count} rows: {reason}")
-    if data["report"]["eval_overlap_removed"]:
-        log(f"data: {data['report']['eval_overlap_removed']} training rows removed: prompt also in the eval set")
+    stage.log_dropped(start, dropped, data["report"]["eval_overlap_removed"])
 
     # 3. Only now, with recipe and data known good, touch the output directory: nothing is lost to a typo.
-    if state.is_main_process and resume is None:
-        checkpoints.claim(out, settings, overwrite)
-        save_resolved(recipe, out, overrides)
-    state.wait_for_everyone()
-    if resume is not None:
-        log(f"resuming from {resume} (same settings as recorded in {out / checkpoints.FINGERPRINT})")
+    stage.claim(start, recipe, overrides, overwrite)
 
     # 4. Model, then TRL's trainer (which applies LoRA and, for 4-bit models, prepares them for QLoRA).
     from trl import SFTConfig, SFTTrainer
@@ -118,21 +84,21 @@ def run_sft(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False) 
     model = modeling.load_model(location, recipe.model)
     config = SFTConfig(output_dir=str(out), assistant_only_loss=False, **trainer_args)  # masks are ours
     trainer = SFTTrainer(model=model, args=config, train_dataset=train, eval_dataset=evaluation,
-                         processing_class=tokenizer, peft_config=modeling.lora_config(stage.lora))
+                         processing_class=tokenizer, peft_config=modeling.lora_config(spec.lora))
     if trainer.padding_free and not packing.uses_varlen_kernels(recipe.model.attn_implementation):
         trainer.data_collator = packing.PackedRowsCollator(tokenizer.pad_token_id)
     if lm_head.needs_dense_head(trainer.args.device):
-        lm_head.use_dense_lm_head(trainer.model.get_base_model() if stage.lora else trainer.model)
+        lm_head.use_dense_lm_head(trainer.model.get_base_model() if spec.lora else trainer.model)
 
     # 5. Train, evaluate, save.
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    result = trainer.train(resume_from_checkpoint=str(start.resume) if start.resume else None)
     wall = time.perf_counter() - started
     # read before evaluation adds its own batches
     padding, seen = padding_fraction(trainer.data_collator), getattr(trainer.data_collator, "real_tokens", None)
     eval_metrics = trainer.evaluate() if evaluation is not None else {}
     trainer.save_model(str(out))
-    if not state.is_main_process:
+    if not start.state.is_main_process:
         return {}
     summary = summarize(trainer, result, eval_metrics, wall, (padding, seen), out, data["report"], dropped, len(train))
     (out / checkpoints.SUMMARY).write_text(json.dumps(summary, indent=2))
