@@ -102,3 +102,10 @@ def test_bad_data_never_costs_a_finished_run(tmp_path):
 def test_help(argv):
     run = cli(*argv)
     assert run.returncode == 0 and "zephyr-train" in run.stdout
+
+
+def test_overrides_after_options_and_unknown_flags(tmp_path):
+    bad = recipe_with(tmp_path, "learning_rate: 1.0e-3", "learning_rate: 1.0e-3")
+    assert_user_error(cli("sft", bad, "--overwrite", "sft.learning_rate=fast"), "sft.learning_rate expects float")
+    run = cli("sft", bad, "--overwrit")
+    assert run.returncode == 2 and "unrecognized arguments: --overwrit" in run.stderr

@@ -63,7 +63,7 @@ def test_qlora_loads_real_4bit_and_trains(tmp_path):
     from zephyr_train.recipe import load_recipe
 
     quant = ["model.quantization.load_in_4bit=true", "model.quantization.bnb_4bit_compute_dtype=float32",
-             "sft.lora.r=8"]
+             "sft.lora.r=8", "dpo.lora.r=8"]
     recipe = load_recipe(ROOT / "recipes" / "smoke.yaml", quant)
     model = modeling.load_model(modeling.model_location(recipe.model, "r"), recipe.model)
     layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]

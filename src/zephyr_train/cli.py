@@ -24,15 +24,21 @@ def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="zephyr-train",
+        prog="zephyr-train", allow_abbrev=False,
         description="Turn a base model into a chat assistant the Zephyr way: SFT, then DPO.",
         epilog="Start with: zephyr-train sft recipes/smoke.yaml   (tiny built-in model, runs on a CPU)",
     )
     parser.add_argument("--version", action="version", version=f"zephyr-train {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sft = commands.add_parser("sft", help="supervised fine-tuning (stage 1) from a recipe's sft section",
+    sft = commands.add_parser("sft", allow_abbrev=False,
+                              help="supervised fine-tuning (stage 1) from a recipe's sft section",
                               description="Run the SFT stage of RECIPE on TRL's SFTTrainer.")
     _add_recipe_args(sft)
+    dpo = commands.add_parser("dpo", allow_abbrev=False,
+                              help="direct preference optimization (stage 2) from a recipe's dpo section",
+                              description="Run the DPO stage of RECIPE on TRL's DPOTrainer, starting from the "
+                              "SFT stage's result when the recipe has an sft section.")
+    _add_recipe_args(dpo)
     return parser
 
 
@@ -46,11 +52,28 @@ def _sft(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"sft": _sft}
+def _dpo(args: argparse.Namespace) -> int:
+    from zephyr_train.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    from zephyr_train.dpo import run_dpo
+
+    run_dpo(recipe, args.overrides, overwrite=args.overwrite)
+    return 0
+
+
+COMMANDS = {"sft": _sft, "dpo": _dpo}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # overrides may follow options (`sft r.yaml --overwrite sft.seed=1`); argparse leaves those over
+    unknown = [item for item in extra if item.startswith("-") or "=" not in item]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     try:
         return COMMANDS[args.command](args)
     except UserError as err:

@@ -95,7 +95,7 @@ def load_split(spec: DatasetSpec, split: str, where: str) -> Any:
                         "a Hub dataset must already be in the local cache") from None
 
 
-def select_columns(ds: Any, spec: DatasetSpec, needed: list[str], where: str) -> Any:
+def select_columns(ds: Any, spec: DatasetSpec, needed: list[str], where: str, optional: tuple = ()) -> Any:
     """Rename per `columns`, check the needed ones exist, keep only them (so sources concatenate)."""
     renames = {src: ours for ours, src in (spec.columns or {}).items() if src != ours}
     missing_src = [src for src in renames if src not in ds.column_names]
@@ -107,7 +107,7 @@ def select_columns(ds: Any, spec: DatasetSpec, needed: list[str], where: str) ->
         if column not in ds.column_names:
             raise UserError(f"{where}: {spec.path} has no {column!r} column (it has {', '.join(ds.column_names)}); "
                             f"map one with columns: {{{column}: <its column>}}")
-    return ds.select_columns(needed)
+    return ds.select_columns(needed + [c for c in optional if c in ds.column_names])
 
 
 def take_share(ds: Any, weight: float, seed: int) -> Any:
@@ -162,7 +162,8 @@ def prompt_key(messages: list[dict]) -> str:
     return hashlib.sha256(first_user.strip().encode()).hexdigest()
 
 
-def load_mixture(stage: Stage, stage_name: str, source: str, needed: list[str], seed: int) -> dict[str, Any]:
+def load_mixture(stage: Stage, stage_name: str, source: str, needed: list[str], seed: int,
+                 optional: tuple = ()) -> dict[str, Any]:
     """Train and eval datasets for a stage, plus a report of what was taken and dropped."""
     import datasets
 
@@ -170,12 +171,12 @@ def load_mixture(stage: Stage, stage_name: str, source: str, needed: list[str], 
     trains, evals, report = [], [], {"sources": [], "dropped": Counter(), "eval_overlap_removed": 0}
     for i, spec in enumerate(stage.datasets):
         where = f"{source}: {stage_name}.datasets[{i}]"
-        full = select_columns(load_split(spec, spec.split, where), spec, needed, where)
+        full = select_columns(load_split(spec, spec.split, where), spec, needed, where, optional)
         part = take_share(full, spec.weight, seed)
         trains.append(part)
         report["sources"].append({"path": spec.path, "split": spec.split, "rows": len(full), "taken": len(part)})
         if stage.eval and stage.eval.split:
-            held = select_columns(load_split(spec, stage.eval.split, where), spec, needed, where)
+            held = select_columns(load_split(spec, stage.eval.split, where), spec, needed, where, optional)
             evals.append(held)
     train = datasets.concatenate_datasets(trains)
     evaluation = datasets.concatenate_datasets(evals) if evals else None
@@ -191,3 +192,50 @@ def load_mixture(stage: Stage, stage_name: str, source: str, needed: list[str], 
         train = train.filter(lambda m: prompt_key(m) not in held_out, input_columns=column)
         report["eval_overlap_removed"] = before - len(train)
     return {"train": train, "eval": evaluation, "report": report}
+
+
+def preference_problem(row: dict) -> str | None:
+    """Why a preference pair cannot be trained on, or None (ultrafeedback_binarized schema)."""
+    chosen, rejected = row.get("chosen"), row.get("rejected")
+    for answer in (chosen, rejected):
+        if not isinstance(answer, list) or not answer or not isinstance(answer[-1], dict):
+            return "not a list of messages"
+        if answer[-1].get("role") != "assistant":
+            return "last message is not the assistant's answer"
+        if not isinstance(answer[-1].get("content"), str) or not answer[-1]["content"].strip():
+            return "empty answer"
+    if chosen[:-1] != rejected[:-1]:
+        return "chosen and rejected follow different prompts"
+    prompt = row.get("prompt")
+    if chosen[:-1] and isinstance(prompt, str) and prompt.strip() and \
+            next((m.get("content") for m in chosen[:-1] if m.get("role") == "user"), None) != prompt:
+        return "chosen and rejected follow different prompts"
+    if not chosen[:-1] and not (isinstance(prompt, str) and prompt.strip()):
+        return "no prompt"
+    if chosen[-1]["content"].strip() == rejected[-1]["content"].strip():
+        return "identical chosen and rejected"
+    return None
+
+
+def clean_preferences(ds: Any) -> tuple[Any, Counter]:
+    """Drop unusable pairs (counted) and split each into TRL's prompt / chosen / rejected messages."""
+    def split(batch: dict) -> dict:
+        out: dict[str, list] = {"prompt": [], "chosen": [], "rejected": [], "_problem": []}
+        n = len(batch["chosen"])
+        for i in range(n):
+            row = {k: batch[k][i] for k in batch}
+            problem = preference_problem(row)
+            if problem is None:
+                context = row["chosen"][:-1] or [{"role": "user", "content": row["prompt"]}]
+                problem = conversation_problem(context + row["chosen"][-1:]) or ""
+            ok = not problem
+            out["prompt"].append(context if ok else [])
+            out["chosen"].append(row["chosen"][-1:] if ok else [])
+            out["rejected"].append(row["rejected"][-1:] if ok else [])
+            out["_problem"].append(problem)
+        return out
+
+    ds = ds.map(split, batched=True, remove_columns=ds.column_names, desc="Checking preference pairs")
+    counts = Counter(p for p in ds["_problem"] if p)
+    ds = ds.filter(lambda p: p == "", input_columns="_problem")
+    return ds.remove_columns("_problem"), counts

@@ -124,6 +124,7 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
         "bf16": False,
         "report_to": "none",
         "logging_steps": 10,
+        "logging_first_step": True,
         "seed": 42,
     },
 }

@@ -1,0 +1,137 @@
+"""The DPO stage, top to bottom: check, data, claim the output directory, model, train, summarize.
+
+Training is TRL's `DPOTrainer` on `ultrafeedback_binarized`-shaped pairs. The policy starts from the
+SFT stage's result when the recipe has an `sft` section (from `model.name_or_path` otherwise). The
+reference is what TRL makes of the recipe: with LoRA the same weights with the adapter disabled (no
+second model), with `precompute_ref_log_probs` log-probs computed once before training, otherwise a
+frozen copy. Held-out preference accuracy and reward margin are measured before and after training.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from zephyr_train import chat_template, checkpoints, mixture, modeling, stage
+from zephyr_train.errors import UserError
+from zephyr_train.recipe import Recipe
+
+
+def policy_location(recipe: Recipe) -> str:
+    """Where the policy starts: the finished SFT stage if the recipe has one, else the recipe's model."""
+    if recipe.sft is None:
+        return modeling.model_location(recipe.model, recipe.source)
+    sft_dir = recipe.stage_dir("sft")
+    if not (sft_dir / checkpoints.SUMMARY).exists():
+        raise UserError(f"{recipe.source}: DPO starts from the SFT stage's result, but {sft_dir} holds no finished "
+                        f"SFT run; run `zephyr-train sft {recipe.source}` first (or remove the sft section to "
+                        "start DPO from model.name_or_path)")
+    if (sft_dir / "adapter_config.json").exists():
+        raise UserError(f"{sft_dir} holds a LoRA adapter; DPO after LoRA SFT needs the adapter merged into its base, "
+                        "which this version does not do yet: run SFT without lora, or merge it and point "
+                        "model.name_or_path at the merged model without an sft section")
+    return str(sft_dir)
+
+
+def with_bos(template: str, tokenizer: Any) -> str:
+    """TRL tokenizes DPO pairs without special tokens; inference and our SFT start with one BOS."""
+    return "{{ bos_token }}" + template if chat_template.adds_bos(tokenizer) else template
+
+
+def held_out(trainer: Any) -> dict[str, float]:
+    metrics = trainer.evaluate()
+    return {"accuracy": metrics.get("eval_rewards/accuracies"), "margin": metrics.get("eval_rewards/margins"),
+            "loss": metrics.get("eval_loss")}
+
+
+def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False) -> dict[str, Any]:
+    if recipe.dpo is None:
+        raise UserError(f"{recipe.source}: no dpo section; add one with datasets and trainer settings")
+    spec, src = recipe.dpo, recipe.source
+    trainer_args = dict(spec.trainer)
+
+    # 1. Checks that need no model or data.
+    inference_template, _ = chat_template.resolve(recipe.chat_template, src)
+    mixture.check_sources(spec, "dpo", src)
+    location = policy_location(recipe)
+    if trainer_args.get("beta", 0.1) <= 0:
+        raise UserError(f"{src}: dpo.beta must be > 0 (Zephyr used 0.1; the current public recipe 0.01)")
+    start = stage.begin(recipe, "dpo", overwrite)
+
+    # 2. Data: pairs checked, bad ones dropped and counted, split into prompt / chosen / rejected.
+    with start.state.main_process_first():
+        data = mixture.load_mixture(spec, "dpo", src, ["chosen", "rejected"], seed=trainer_args["seed"],
+                                    optional=("prompt",))
+        train, dropped = mixture.clean_preferences(data["train"])
+        evaluation = data["eval"]
+        if evaluation is not None:
+            evaluation, eval_dropped = mixture.clean_preferences(evaluation)
+            dropped.update({f"eval: {k}": v for k, v in eval_dropped.items()})
+        if len(train) == 0:
+            raise UserError(f"{src}: no usable preference pairs left after dropping bad rows ({dict(dropped)})")
+    stage.log_dropped(start, dropped, data["report"]["eval_overlap_removed"])
+
+    # 3. The output directory, now that recipe and data are good.
+    stage.claim(start, recipe, overrides, overwrite)
+
+    # 4. Model and trainer; TRL tokenizes with the template (one BOS), the saved tokenizer keeps the public one.
+    from trl import DPOConfig, DPOTrainer
+
+    tokenizer = modeling.load_tokenizer(location, recipe.model, inference_template)
+    tokenizer.chat_template = with_bos(inference_template, tokenizer)
+    model = modeling.load_model(location, recipe.model)
+    config = DPOConfig(output_dir=str(start.out), **trainer_args)
+    trainer = DPOTrainer(model=model, args=config, train_dataset=train, eval_dataset=evaluation,
+                         processing_class=tokenizer, peft_config=modeling.lora_config(spec.lora))
+    tokenizer.chat_template = inference_template
+
+    # 5. Held-out figures before, train, after; save.
+    before = held_out(trainer) if evaluation is not None and start.resume is None else {}
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(start.resume) if start.resume else None)
+    wall = time.perf_counter() - started
+    after = held_out(trainer) if evaluation is not None else {}
+    trainer.save_model(str(start.out))
+    if not start.state.is_main_process:
+        return {}
+    summary = summarize(trainer, result, before, after, wall, start.out, data["report"], dropped, len(train))
+    (start.out / checkpoints.SUMMARY).write_text(json.dumps(summary, indent=2))
+    print_summary(summary)
+    return summary
+
+
+def summarize(trainer: Any, result: Any, before: dict, after: dict, wall: float, out: Path, report: dict,
+              dropped: dict, n_train: int) -> dict[str, Any]:
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return {
+        "stage": "dpo",
+        "train_loss_first": losses[0] if losses else None,
+        "train_loss_last": losses[-1] if losses else None,
+        "train_loss_mean": result.metrics.get("train_loss"),
+        "held_out_before": before,
+        "held_out_after": after,
+        "global_step": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
+        "train_pairs": n_train,
+        "train_runtime_s": result.metrics.get("train_runtime"),
+        "wall_time_s": wall,
+        "model_dir": str(out),
+        "adapter": hasattr(trainer.model, "peft_config"),
+        "data": {"sources": report["sources"], "dropped": dict(dropped),
+                 "eval_overlap_removed": report["eval_overlap_removed"]},
+    }
+
+
+def print_summary(s: dict[str, Any]) -> None:
+    def fmt(x: Any) -> str:
+        return f"{x:.3f}" if isinstance(x, float) else str(x)
+
+    print(f"\nDPO done in {s['wall_time_s']:.1f}s: {s['global_step']} steps, {s['train_pairs']} pairs")
+    print(f"  train loss {fmt(s['train_loss_first'])} -> {fmt(s['train_loss_last'])}")
+    b, a = s["held_out_before"], s["held_out_after"]
+    if a:
+        print(f"  held-out preference accuracy {fmt(b.get('accuracy'))} -> {fmt(a.get('accuracy'))}, "
+              f"reward margin {fmt(b.get('margin'))} -> {fmt(a.get('margin'))}")
+    print(f"  {'adapter' if s['adapter'] else 'model'} and tokenizer saved in {s['model_dir']}")
