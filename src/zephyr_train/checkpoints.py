@@ -60,6 +60,16 @@ def inspect(directory: Path, fingerprint: dict, stage: str, overwrite: bool = Fa
     return last_checkpoint(directory)
 
 
+def state_of(directory: Path, fingerprint: dict) -> str:
+    """"finished" (same settings, summary written), "changed" (other settings), or "open" (empty/resumable)."""
+    recorded = directory / FINGERPRINT
+    if not recorded.exists():
+        return "changed" if directory.exists() and any(directory.iterdir()) else "open"
+    if json.loads(recorded.read_text())["digest"] != fingerprint["digest"]:
+        return "changed"
+    return "finished" if (directory / SUMMARY).exists() else "open"
+
+
 def claim(directory: Path, fingerprint: dict, overwrite: bool = False) -> None:
     """Main process only: clear the directory if asked, and record the settings it is made with."""
     if overwrite and directory.exists():

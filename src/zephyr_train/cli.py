@@ -39,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Run the DPO stage of RECIPE on TRL's DPOTrainer, starting from the "
                               "SFT stage's result when the recipe has an sft section.")
     _add_recipe_args(dpo)
+    run = commands.add_parser("run", allow_abbrev=False, help="SFT then DPO from one recipe (skips finished stages)",
+                              description="Run every stage of RECIPE in order; a stage finished under the same "
+                              "settings is skipped, a changed one re-run, an interrupted one resumed.")
+    run.add_argument("recipe", help="YAML recipe, e.g. recipes/smoke.yaml")
+    run.add_argument("overrides", nargs="*", metavar="key=value", help="override recipe keys, dotted for nesting")
+    run.add_argument("--force", action="store_true", help="run every stage again from scratch")
     return parser
 
 
@@ -62,7 +68,17 @@ def _dpo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"sft": _sft, "dpo": _dpo}
+def _run(args: argparse.Namespace) -> int:
+    from zephyr_train.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    from zephyr_train.pipeline import run_pipeline
+
+    run_pipeline(recipe, args.overrides, force=args.force)
+    return 0
+
+
+COMMANDS = {"sft": _sft, "dpo": _dpo, "run": _run}
 
 
 def main(argv: list[str] | None = None) -> int:

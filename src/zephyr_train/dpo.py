@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zephyr_train import chat_template, checkpoints, mixture, modeling, stage
+from zephyr_train import chat_template, checkpoints, merge, mixture, modeling, stage
 from zephyr_train.errors import UserError
 from zephyr_train.recipe import Recipe
 
@@ -29,9 +29,7 @@ def policy_location(recipe: Recipe) -> str:
                         f"SFT run; run `zephyr-train sft {recipe.source}` first (or remove the sft section to "
                         "start DPO from model.name_or_path)")
     if (sft_dir / "adapter_config.json").exists():
-        raise UserError(f"{sft_dir} holds a LoRA adapter; DPO after LoRA SFT needs the adapter merged into its base, "
-                        "which this version does not do yet: run SFT without lora, or merge it and point "
-                        "model.name_or_path at the merged model without an sft section")
+        return str(merge.merged_dir(sft_dir))  # made by `merge.merge_adapter` before loading
     return str(sft_dir)
 
 
@@ -78,6 +76,12 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False) 
 
     # 4. Model and trainer; TRL tokenizes with the template (one BOS), the saved tokenizer keeps the public one.
     from trl import DPOConfig, DPOTrainer
+
+    if location == str(merge.merged_dir(recipe.stage_dir("sft"))):
+        if start.state.is_main_process:
+            start.log(f"merging the SFT adapter into its base (16/32-bit) as {location}")
+            merge.merge_adapter(recipe.stage_dir("sft"), modeling.model_location(recipe.model, src), recipe.model)
+        start.state.wait_for_everyone()
 
     tokenizer = modeling.load_tokenizer(location, recipe.model, inference_template)
     tokenizer.chat_template = with_bos(inference_template, tokenizer)

@@ -371,5 +371,7 @@ def fingerprint(recipe: Recipe, stage: str) -> dict[str, Any]:
     resolved = to_dict(recipe)
     settings = {k: v for k, v in resolved[stage].items() if not _NOT_FINGERPRINTED.match(k)}
     settings = {"model": resolved["model"], "chat_template": resolved["chat_template"], stage: settings}
+    if stage == "dpo" and recipe.sft is not None:  # DPO starts from the SFT result: its settings count too
+        settings["sft"] = fingerprint(recipe, "sft")["digest"]
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return {"digest": digest, "settings": settings}

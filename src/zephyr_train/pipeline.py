@@ -1,0 +1,46 @@
+"""`zephyr-train run`: SFT then DPO from one recipe, each stage in OUTPUT_DIR/<stage>.
+
+A stage finished under the same settings (its recorded fingerprint) is skipped; one made under other
+settings is run again from scratch, and so is everything after it (DPO's fingerprint includes
+SFT's); an interrupted stage resumes from its last checkpoint. `--force` re-runs every stage.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from zephyr_train import checkpoints
+from zephyr_train.errors import UserError
+from zephyr_train.recipe import STAGES, Recipe, fingerprint
+
+
+def run_pipeline(recipe: Recipe, overrides: list[str] = (), force: bool = False) -> dict[str, Any]:
+    from zephyr_train.dpo import run_dpo
+    from zephyr_train.sft import run_sft
+
+    runners = {"sft": run_sft, "dpo": run_dpo}
+    stages = [name for name in STAGES if getattr(recipe, name) is not None]
+    if not stages:
+        raise UserError(f"{recipe.source}: no sft or dpo section; nothing to run")
+    results: dict[str, Any] = {}
+    for name in stages:
+        out = recipe.stage_dir(name)
+        state = checkpoints.state_of(out, fingerprint(recipe, name))
+        if state == "finished" and not force:
+            print(f"{name}: finished under the same settings in {out}; skipped (--force runs it again)")
+            results[name] = json.loads((out / checkpoints.SUMMARY).read_text())
+            continue
+        if state == "changed" and not force:
+            print(f"{name}: {out} was made with other settings; running the stage again from scratch")
+        results[name] = runners[name](recipe, overrides, overwrite=force or state == "changed")
+    if not results.get(stages[-1]):
+        return {}  # not the main process
+    final = Path(results[stages[-1]]["model_dir"])
+    summary = {"stages": results, "final_model": str(final)}
+    Path(recipe.output_dir).mkdir(parents=True, exist_ok=True)
+    (Path(recipe.output_dir) / checkpoints.SUMMARY).write_text(json.dumps(summary, indent=2))
+    print(f"\nrun done: final {'adapter' if results[stages[-1]].get('adapter') else 'model'} in {final}; "
+          f"figures in {Path(recipe.output_dir) / checkpoints.SUMMARY}")
+    return summary
