@@ -62,11 +62,7 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False) 
     with start.state.main_process_first():
         data = mixture.load_mixture(spec, "dpo", src, ["chosen", "rejected"], seed=trainer_args["seed"],
                                     optional=("prompt",))
-        train, dropped = mixture.clean_preferences(data["train"])
-        evaluation = data["eval"]
-        if evaluation is not None:
-            evaluation, eval_dropped = mixture.clean_preferences(evaluation)
-            dropped.update({f"eval: {k}": v for k, v in eval_dropped.items()})
+        train, evaluation, dropped = mixture.clean_splits(data, mixture.clean_preferences)
         if len(train) == 0:
             raise UserError(f"{src}: no usable preference pairs left after dropping bad rows ({dict(dropped)})")
     stage.log_dropped(start, dropped, data["report"]["eval_overlap_removed"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import hashlib
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -239,3 +240,13 @@ def clean_preferences(ds: Any) -> tuple[Any, Counter]:
     counts = Counter(p for p in ds["_problem"] if p)
     ds = ds.filter(lambda p: p == "", input_columns="_problem")
     return ds.remove_columns("_problem"), counts
+
+
+def clean_splits(data: dict[str, Any], clean: Callable[[Any], tuple[Any, Counter]]) -> tuple[Any, Any, Counter]:
+    """A row cleaner applied to train and eval; eval's drops are counted under "eval: <reason>"."""
+    train, dropped = clean(data["train"])
+    evaluation = data["eval"]
+    if evaluation is not None:
+        evaluation, eval_dropped = clean(evaluation)
+        dropped.update({f"eval: {k}": v for k, v in eval_dropped.items()})
+    return train, evaluation, dropped

@@ -60,11 +60,7 @@ def run_sft(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False) 
     # 2. Data: the mixture, malformed rows dropped and counted, tokenized with the training template.
     with start.state.main_process_first():
         data = mixture.load_mixture(spec, "sft", src, ["messages"], seed=trainer_args["seed"])
-        train, dropped = mixture.clean_conversations(data["train"])
-        evaluation = data["eval"]
-        if evaluation is not None:
-            evaluation, eval_dropped = mixture.clean_conversations(evaluation)
-            dropped.update({f"eval: {k}": v for k, v in eval_dropped.items()})
+        train, evaluation, dropped = mixture.clean_splits(data, mixture.clean_conversations)
         if len(train) == 0:
             raise UserError(f"{src}: no usable training conversations left after dropping malformed rows "
                             f"({dict(dropped)})")
