@@ -1,6 +1,6 @@
 """The embedded default: a tiny Mistral and sample data, because nothing can be downloaded here.
 
-`builtin:tiny-mistral` is a random-init Mistral (same architecture as Mistral-7B, a few million
+`builtin:tiny-mistral` is a random-init Mistral (same architecture as Mistral-7B, ~1.8M
 parameters) with a byte-level BPE tokenizer trained on the bundled sample data and the Zephyr chat
 template. It is built on first use, deterministically from a seed and the bundled files, and cached.
 `builtin:ultrachat-sample` and `builtin:ultrafeedback-sample` are the bundled datasets, written by
