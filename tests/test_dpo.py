@@ -66,3 +66,23 @@ def test_dpo_after_sft_starts_at_ln2_and_learns(tmp_path):
     assert s["held_out_after"]["margin"] > 0 and s["held_out_after"]["accuracy"] > 0.5
     assert s["train_loss_last"] < s["train_loss_first"]
     assert "held-out preference accuracy" in dpo.stdout
+
+
+def test_dpo_bad_input_is_one_line(tmp_path):
+    from .test_cli_errors import assert_user_error
+
+    data = tmp_path / "prefs"
+    data.mkdir()
+    rows = [pair([U, GOOD], [U, GOOD]), pair([U, GOOD], [U, {"role": "assistant", "content": ""}])]
+    (data / "train_prefs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = tmp_path / "r.yaml"
+    from .conftest import SMOKE
+
+    body = SMOKE.read_text().replace("path: builtin:ultrafeedback-sample", f"path: {data}")
+    body = body.replace("output_dir: runs/smoke", f"output_dir: {tmp_path / 'out'}")
+    recipe.write_text(body.split("\nsft:")[0] + "\ndpo:" + body.split("\ndpo:")[1])  # DPO-only recipe
+    assert_user_error(cli("dpo", str(recipe), "dpo.eval=null"), "no usable preference pairs left",
+                      "identical chosen and rejected", "empty answer")
+    assert_user_error(cli("dpo", str(recipe), "dpo.beta=0"), "dpo.beta must be > 0")
+    (data / "train_prefs.jsonl").write_text(json.dumps({"prompt": "p", "chosen": [GOOD]}) + "\n")
+    assert_user_error(cli("dpo", str(recipe), "dpo.eval=null"), "has no 'rejected' column")
