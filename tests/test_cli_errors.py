@@ -109,3 +109,11 @@ def test_overrides_after_options_and_unknown_flags(tmp_path):
     assert_user_error(cli("sft", bad, "--overwrite", "sft.learning_rate=fast"), "sft.learning_rate expects float")
     run = cli("sft", bad, "--overwrit")
     assert run.returncode == 2 and "unrecognized arguments: --overwrit" in run.stderr
+
+
+def test_run_never_clears_a_directory_it_did_not_make(tmp_path):
+    out = tmp_path / "mine"
+    (out / "sft").mkdir(parents=True)
+    (out / "sft" / "notes.txt").write_text("keep me")
+    assert_user_error(cli("run", str(SMOKE), f"output_dir={out}"), "is not empty and was not made by zephyr-train")
+    assert (out / "sft" / "notes.txt").read_text() == "keep me"

@@ -39,35 +39,36 @@ def _first_difference(old: Any, new: Any, path: str = "") -> str:
     return f"{path}: {old!r} then, {new!r} now"
 
 
+def state_of(directory: Path, fingerprint: dict) -> str:
+    """"empty", "foreign" (files not made by zephyr-train), "changed" (made under other settings),
+    "finished" (same settings, summary written) or "open" (same settings, maybe a checkpoint)."""
+    if not directory.exists() or not any(directory.iterdir()):
+        return "empty"
+    recorded = directory / FINGERPRINT
+    if not recorded.exists():
+        return "foreign"
+    if json.loads(recorded.read_text())["digest"] != fingerprint["digest"]:
+        return "changed"
+    return "finished" if (directory / SUMMARY).exists() else "open"
+
+
 def inspect(directory: Path, fingerprint: dict, stage: str, overwrite: bool = False) -> Path | None:
     """The checkpoint to resume from, or None to start; UserError when neither is right. Reads only,
     so every process of a distributed launch can ask and get the same answer."""
     again = "pass --overwrite to start over, or output_dir=NEW_DIR for a new directory"
-    if overwrite or not directory.exists() or not any(directory.iterdir()):
-        return None
-    recorded = directory / FINGERPRINT
-    if not recorded.exists():
+    state = "empty" if overwrite else state_of(directory, fingerprint)
+    if state == "foreign":
         raise UserError(f"{directory} is not empty and was not made by zephyr-train; {again}")
-    old = json.loads(recorded.read_text())
-    if old["digest"] != fingerprint["digest"]:
+    if state == "changed":
+        old = json.loads((directory / FINGERPRINT).read_text())
         change = _first_difference(old["settings"], fingerprint["settings"])
         raise UserError(f"{directory} holds a {stage} run made with other settings ({change}); "
                         f"its checkpoints cannot be resumed under these; {again}")
-    if (directory / SUMMARY).exists():
+    if state == "finished":
         steps = json.loads((directory / SUMMARY).read_text()).get("global_step", "?")
         raise UserError(f"{directory} already holds a finished {stage} run ({steps} steps, {SUMMARY}); "
                         f"nothing to train; {again}")
-    return last_checkpoint(directory)
-
-
-def state_of(directory: Path, fingerprint: dict) -> str:
-    """"finished" (same settings, summary written), "changed" (other settings), or "open" (empty/resumable)."""
-    recorded = directory / FINGERPRINT
-    if not recorded.exists():
-        return "changed" if directory.exists() and any(directory.iterdir()) else "open"
-    if json.loads(recorded.read_text())["digest"] != fingerprint["digest"]:
-        return "changed"
-    return "finished" if (directory / SUMMARY).exists() else "open"
+    return last_checkpoint(directory) if state == "open" else None
 
 
 def claim(directory: Path, fingerprint: dict, overwrite: bool = False) -> None:

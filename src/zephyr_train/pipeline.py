@@ -2,7 +2,8 @@
 
 A stage finished under the same settings (its recorded fingerprint) is skipped; one made under other
 settings is run again from scratch, and so is everything after it (DPO's fingerprint includes
-SFT's); an interrupted stage resumes from its last checkpoint. `--force` re-runs every stage.
+SFT's); an interrupted stage resumes from its last checkpoint. `--force` re-runs every stage. A
+directory holding files zephyr-train did not make is never cleared without `--force`.
 """
 
 from __future__ import annotations
