@@ -23,10 +23,15 @@ def use_dense_lm_head(model: Any) -> None:
     from trl.trainer.utils import FusedCausalLMOutput
 
     fused_forward = model.forward
+    # Logits that TRL's head rescales (softcapping, logit scales) keep TRL's head: this one does not rescale.
+    text_config = model.config.get_text_config()
+    rescaled = any(getattr(text_config, name, None) is not None for name in
+                   ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
+                    "logits_scaling"))
 
     def forward(self: Any, *args: Any, fused_lm_head: bool = False, labels: Any = None, shift_labels: Any = None,
                 num_items_in_batch: Any = None, **kwargs: Any) -> Any:
-        if not fused_lm_head or shift_labels is not None or getattr(self.config, "final_logit_softcapping", None):
+        if not fused_lm_head or shift_labels is not None or rescaled:
             return fused_forward(*args, fused_lm_head=fused_lm_head, labels=labels, shift_labels=shift_labels,
                                  num_items_in_batch=num_items_in_batch, **kwargs)
         kwargs["use_cache"] = False
