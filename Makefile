@@ -18,14 +18,16 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -e ".[dev]"
 	touch $@
 
+# The whole pipeline on the tiny model: SFT, then DPO from its result, each stage's figures at the end.
 smoke: install
-	HF_HUB_OFFLINE=1 $(BIN)/zephyr-train sft $(RECIPE) --overwrite $(ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/zephyr-train run $(RECIPE) --force $(ARGS)
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q tests
 
 bench: install
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/sft_throughput.py $(ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/sft_throughput.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/dpo_memory.py
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

@@ -63,6 +63,8 @@ def test_dpo_after_sft_starts_at_ln2_and_learns(tmp_path):
     s = json.loads((out / "dpo" / "summary.json").read_text())
     assert s["train_loss_first"] == pytest.approx(math.log(2), abs=1e-3)  # policy == reference at step 0
     assert s["held_out_before"]["margin"] == pytest.approx(0.0, abs=1e-4)
+    assert s["held_out_before"]["accuracy"] == pytest.approx(0.5, abs=0.05)  # ties count half
+    assert s["held_out_before"]["loss"] == pytest.approx(math.log(2), abs=1e-3)
     assert s["held_out_after"]["margin"] > 0 and s["held_out_after"]["accuracy"] > 0.5
     assert s["train_loss_last"] < s["train_loss_first"]
     assert "held-out preference accuracy" in dpo.stdout

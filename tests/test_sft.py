@@ -56,8 +56,10 @@ def test_lora_sft_saves_adapter(tmp_path):
     assert summary(out)["adapter"] is True
 
 
-def test_qlora_loads_real_4bit_and_trains(tmp_path):
+def test_qlora_loads_real_4bit_and_trains_both_stages(tmp_path):
     import bitsandbytes as bnb
+    import torch
+    from transformers import AutoModelForCausalLM
 
     from zephyr_train import modeling
     from zephyr_train.recipe import load_recipe
@@ -69,22 +71,37 @@ def test_qlora_loads_real_4bit_and_trains(tmp_path):
     layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert len(layers) == 4 * 7 and layers[0].weight.quant_state.quant_type == "nf4"
 
+    # QLoRA SFT -> adapter merged into the fp32 base -> QLoRA DPO on that, quantized to 4-bit again
     out = tmp_path / "qlora"
-    run = cli("sft", "recipes/smoke.yaml", *quant, "sft.max_steps=4", f"output_dir={out}", *FAST)
+    run = cli("run", "recipes/smoke.yaml", *quant, "sft.max_steps=4", "dpo.max_steps=2", "dpo.max_length=256",
+              "dpo.eval.max_samples=8", f"output_dir={out}", *FAST)
     assert run.returncode == 0, run.stderr[-3000:]
     assert (out / "sft" / "adapter_model.safetensors").exists()
     assert summary(out)["train_loss_last"] is not None
+    dpo = json.loads((out / "dpo" / "summary.json").read_text())
+    assert dpo["train_loss_first"] == pytest.approx(0.6931, abs=2e-3)  # 4-bit policy vs its disabled adapter
+    adapter = json.loads((out / "dpo" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str((out / "sft" / "merged").resolve())
+    final = AutoModelForCausalLM.from_pretrained(dpo["merged_model_dir"])  # full precision, no bitsandbytes
+    assert final.dtype == torch.float32 and not any(isinstance(m, bnb.nn.Linear4bit) for m in final.modules())
 
 
-def test_two_process_accelerate_launch(tmp_path):
+def test_two_process_accelerate_launch_of_the_whole_run(tmp_path):
+    """`accelerate launch --num_processes 2` (gloo) of `run`: SFT then DPO, each stage's data prepared once."""
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/cpu.yaml",
-           "-m", "zephyr_train", "sft", "recipes/smoke.yaml", "sft.max_steps=4", f"output_dir={out}", *FAST]
+           "-m", "zephyr_train", "run", "recipes/smoke.yaml", "sft.max_steps=4", "dpo.max_steps=2",
+           "dpo.eval.max_samples=16", "dpo.max_length=256", f"output_dir={out}", *FAST]
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=os.environ.copy(), timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stdout.count("SFT done") == 1  # one summary, from the main process
+    assert run.stdout.count("SFT done") == 1 and run.stdout.count("DPO done") == 1  # main process only
     s = summary(out)
     assert s["global_step"] == 4 and (out / "sft" / "model.safetensors").exists()
+    dpo = json.loads((out / "dpo" / "summary.json").read_text())
+    assert dpo["global_step"] == 2 and dpo["held_out_before"]["pairs"] == 16  # gathered from both processes
+    # TRL tokenizes on the main process first; the second one loads the cached result instead
+    for split in ("train", "eval"):
+        assert run.stderr.count(f"Tokenizing {split} dataset: 100%") == 1, split
 
 
 def test_resume_finished_and_changed_settings(tmp_path):

@@ -29,6 +29,9 @@ MODELS: dict[str, dict[str, Any]] = {
     # big enough to be compute-bound on a CPU; used by the benchmarks
     "tiny-mistral-25m": {"hidden_size": 512, "intermediate_size": 1408, "num_hidden_layers": 8,
                          "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 4096},
+    # weights dominate its memory: the DPO benchmark's reference-model comparison
+    "tiny-mistral-100m": {"hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 8,
+                          "num_attention_heads": 8, "num_key_value_heads": 2, "vocab_size": 4096},
 }
 SEED = 1234
 BUILD_VERSION = 1  # bump when the build recipe changes, so caches are rebuilt

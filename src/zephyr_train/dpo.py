@@ -29,8 +29,8 @@ def policy_location(recipe: Recipe) -> str:
                         f"SFT run; run `zephyr-train sft {recipe.source}` first (or remove the sft section to "
                         "start DPO from model.name_or_path)")
     if (sft_dir / "adapter_config.json").exists():
-        return str(merge.merged_dir(sft_dir))  # made by `merge.merge_adapter` before loading
-    return str(sft_dir)
+        return str(merge.merged_dir(sft_dir).resolve())  # made by `merge.merge_adapter` before loading
+    return str(sft_dir.resolve())
 
 
 def with_bos(template: str, tokenizer: Any) -> str:
@@ -38,10 +38,65 @@ def with_bos(template: str, tokenizer: Any) -> str:
     return "{{ bos_token }}" + template if chat_template.adds_bos(tokenizer) else template
 
 
+def pair_margins(trainer: Any) -> Any:
+    """β·(log-ratio of chosen − log-ratio of rejected) for every held-out pair, in order.
+
+    TRL logs only batch means of a strict `chosen > rejected` accuracy, which reads 0.0 before
+    training (policy == reference, every pair ties). Per-pair margins let ties count half, so an
+    untrained policy scores 0.5. Both log-probs come from TRL's own `compute_ref_log_probs` (its
+    masking, truncation and `ld_alpha`): for the policy, `ref_model` is pointed at the policy for the
+    call so a LoRA adapter stays on.
+    """
+    import torch
+
+    model, reference, margins = trainer.model, trainer.ref_model, []
+    model.eval()
+    for batch in trainer.get_eval_dataloader():
+        batch = trainer._prepare_inputs(batch)
+        if "ref_chosen_logps" in batch:  # precompute_ref_log_probs
+            ref_chosen, ref_rejected = batch["ref_chosen_logps"], batch["ref_rejected_logps"]
+        else:
+            ref_chosen, ref_rejected = trainer.compute_ref_log_probs(reference or model, batch)
+        trainer.ref_model = model
+        try:
+            chosen, rejected = trainer.compute_ref_log_probs(model, batch)
+        finally:
+            trainer.ref_model = reference
+        margin = trainer.beta * ((chosen - ref_chosen) - (rejected - ref_rejected))
+        margins.append(trainer.accelerator.gather_for_metrics(margin.float()))
+    return torch.cat(margins).cpu()
+
+
 def held_out(trainer: Any) -> dict[str, float]:
-    metrics = trainer.evaluate()
-    return {"accuracy": metrics.get("eval_rewards/accuracies"), "margin": metrics.get("eval_rewards/margins"),
-            "loss": metrics.get("eval_loss")}
+    """Preference accuracy (ties count half), mean reward margin and DPO loss on the eval split."""
+    margins = pair_margins(trainer)
+    loss = trainer.evaluate().get("eval_loss")
+    return {"accuracy": ((margins > 0).float().mean() + 0.5 * (margins == 0).float().mean()).item(),
+            "margin": margins.mean().item(), "ties": (margins == 0).float().mean().item(),
+            "pairs": len(margins), "loss": loss}
+
+
+def release(trainer: Any) -> None:
+    """Drop the trainer's hold on the training model, so merging never has two models in memory."""
+    trainer.accelerator.free_memory()
+    trainer.model = trainer.model_wrapped = trainer.ref_model = trainer.optimizer = trainer.lr_scheduler = None
+
+
+def merge_once(start: stage.Start, adapter_dir: Path, base: str, recipe: Recipe) -> Path:
+    """Merge on the main process only; the others wait for the merged files."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    target = merge.merged_dir(adapter_dir)
+    if start.state.is_main_process:
+        start.log(f"merging the adapter in {adapter_dir} into {base} (16/32-bit) as {target}")
+        merge.merge_adapter(adapter_dir, base, recipe.model)
+    start.state.wait_for_everyone()
+    return target
 
 
 def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False) -> dict[str, Any]:
@@ -73,11 +128,8 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False) 
     # 4. Model and trainer; TRL tokenizes with the template (one BOS), the saved tokenizer keeps the public one.
     from trl import DPOConfig, DPOTrainer
 
-    if location == str(merge.merged_dir(recipe.stage_dir("sft"))):
-        if start.state.is_main_process:
-            start.log(f"merging the SFT adapter into its base (16/32-bit) as {location}")
-            merge.merge_adapter(recipe.stage_dir("sft"), modeling.model_location(recipe.model, src), recipe.model)
-        start.state.wait_for_everyone()
+    if location == str(merge.merged_dir(recipe.stage_dir("sft")).resolve()):
+        merge_once(start, recipe.stage_dir("sft"), modeling.model_location(recipe.model, src), recipe)
 
     tokenizer = modeling.load_tokenizer(location, recipe.model, inference_template)
     tokenizer.chat_template = with_bos(inference_template, tokenizer)
@@ -94,9 +146,14 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False) 
     wall = time.perf_counter() - started
     after = held_out(trainer) if evaluation is not None else {}
     trainer.save_model(str(start.out))
+    summary = summarize(trainer, result, before, after, wall, start.out, data["report"], dropped, len(train))
+    summary["merged_model_dir"] = None
+    if spec.lora is not None:  # the final artifact people load: the DPO adapter merged into the SFT model
+        release(trainer)
+        del trainer, model
+        summary["merged_model_dir"] = str(merge_once(start, start.out, location, recipe))
     if not start.state.is_main_process:
         return {}
-    summary = summarize(trainer, result, before, after, wall, start.out, data["report"], dropped, len(train))
     (start.out / checkpoints.SUMMARY).write_text(json.dumps(summary, indent=2))
     print_summary(summary)
     return summary
@@ -135,3 +192,5 @@ def print_summary(s: dict[str, Any]) -> None:
         print(f"  held-out preference accuracy {fmt(b.get('accuracy'))} -> {fmt(a.get('accuracy'))}, "
               f"reward margin {fmt(b.get('margin'))} -> {fmt(a.get('margin'))}")
     print(f"  {'adapter' if s['adapter'] else 'model'} and tokenizer saved in {s['model_dir']}")
+    if s.get("merged_model_dir"):
+        print(f"  merged model (loads with transformers alone) in {s['merged_model_dir']}")

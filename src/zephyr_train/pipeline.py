@@ -38,10 +38,28 @@ def run_pipeline(recipe: Recipe, overrides: list[str] = (), force: bool = False)
         results[name] = runners[name](recipe, overrides, overwrite=force or state == "changed")
     if not results.get(stages[-1]):
         return {}  # not the main process
-    final = Path(results[stages[-1]]["model_dir"])
-    summary = {"stages": results, "final_model": str(final)}
+    last = results[stages[-1]]
+    final = Path(last.get("merged_model_dir") or last["model_dir"])
+    summary = {"stages": results, "final_model": str(final),
+               "final_adapter": last["model_dir"] if last.get("adapter") else None}
     Path(recipe.output_dir).mkdir(parents=True, exist_ok=True)
     (Path(recipe.output_dir) / checkpoints.SUMMARY).write_text(json.dumps(summary, indent=2))
-    print(f"\nrun done: final {'adapter' if results[stages[-1]].get('adapter') else 'model'} in {final}; "
-          f"figures in {Path(recipe.output_dir) / checkpoints.SUMMARY}")
+    print(f"\nrun done: final model in {final}; figures in {Path(recipe.output_dir) / checkpoints.SUMMARY}")
+    for name, result in results.items():
+        print(f"  {name}: {headline(result)}")
     return summary
+
+
+def headline(result: dict[str, Any]) -> str:
+    """One line per stage for the end of a run: the figures people compare between runs."""
+    def f(x: Any) -> str:
+        return f"{x:.3f}" if isinstance(x, float) else str(x)
+
+    line = f"train loss {f(result.get('train_loss_first'))} -> {f(result.get('train_loss_last'))}"
+    if "eval_loss" in result:
+        line += f", eval loss {f(result['eval_loss'])}"
+    before, after = result.get("held_out_before") or {}, result.get("held_out_after") or {}
+    if after:
+        line += (f", held-out preference accuracy {f(before.get('accuracy'))} -> {f(after.get('accuracy'))}, "
+                 f"reward margin {f(before.get('margin'))} -> {f(after.get('margin'))}")
+    return line

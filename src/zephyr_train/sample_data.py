@@ -7,8 +7,9 @@ composed from hand-written topic fact lists by a seeded ``random.Random``: the s
 byte-identical files, and only the standard library is used.
 
 The preference pairs carry a signal that is not length. The chosen answer is on-topic and helpful;
-the rejected answer is either an evasive disclaimer/refusal or a fluent answer about a different
-topic, built to roughly the same number of characters as the chosen one. A reward model or DPO can
+the rejected answer is an evasive disclaimer/refusal (40%), a fluent answer about a different topic
+(30%), or an answer that starts on topic and then loops on one sentence (30%), built to roughly the
+same number of characters as the chosen one. A reward model or DPO can
 therefore only separate them by relevance and helpfulness, never by counting tokens.
 
 Regenerate the bundled files with ``python -m zephyr_train.sample_data``.
@@ -576,14 +577,20 @@ def _fit(parts: list[str], target: int) -> str:
 
 
 def _rejected(rng: random.Random, topic: Topic, kw: str, target: int) -> str:
-    """An evasive refusal padded with filler, or a fluent answer about another topic, ~`target` chars long."""
-    if rng.random() < 0.5:
+    """A worse answer of ~`target` chars: an evasive refusal, a fluent answer about another topic, or a
+    degenerate loop that starts on topic and then repeats itself (as weak models in UltraFeedback do)."""
+    kind = rng.random()
+    if kind < 0.4:
         refusals = [_fill(rng, r, topic, kw) for r in rng.sample(REFUSALS, 2)]
         parts = refusals[: rng.choice((1, 1, 2))] + rng.sample(FILLER, len(FILLER))
-    else:
+    elif kind < 0.7:
         other = rng.choice([t for t in TOPICS if t is not topic])
         parts = _sentences(rng, other, rng.choice(other.kws), 20)
         parts[0] = f"{rng.choice(OPENERS)} {parts[0]}" if rng.random() < 0.3 else parts[0]
+    else:
+        head = _sentences(rng, topic, kw, rng.choice((1, 2)))
+        loop = _fit(head + head[-1:] * 40, target)
+        return loop if loop.count(head[-1]) > 1 else f"{loop} {head[-1]}"  # at least one repeat
     return _fit(parts, target)
 
 
