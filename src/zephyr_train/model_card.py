@@ -28,7 +28,8 @@ TEMPLATE = """---
 
 # {{ model_name }}
 
-This {{ kind_text }} is the result of {{ stage_title }}{% if base %} of [{{ base }}](https://huggingface.co/{{ base }}){% else %} of `{{ base_text }}`{% endif %}, trained with
+This {{ kind_text }} is the result of {{ stage_title }} of
+{% if base %}[{{ base }}](https://huggingface.co/{{ base }}){% else %}`{{ base_text }}`{% endif %}, trained with
 zephyr-train (SFT then DPO over TRL, from one YAML recipe) the way
 [Zephyr-7B](https://huggingface.co/HuggingFaceH4/zephyr-7b-beta) was made (Tunstall et al., 2023, arXiv 2310.16944).
 {% if in_progress %}
