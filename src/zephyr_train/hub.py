@@ -23,7 +23,7 @@ from typing import Any
 
 from zephyr_train import checkpoints, model_card
 from zephyr_train.errors import UserError
-from zephyr_train.recipe import STAGES, Hub, Recipe, build_recipe, scrub
+from zephyr_train.recipe import STAGES, Hub, Recipe, load_resolved, scrub
 
 # Local bookkeeping and resume state that has no place in a model repo (training_args.bin is a pickle).
 SKIP_DIRS = {"merged", "runs", "tensorboard", "wandb"}
@@ -165,7 +165,7 @@ def push_run(run_dir: str | Path, repo_id: str | None = None, api: Any = None) -
                         "give the output_dir of a run")
     ok = True
     for name in finished:
-        recipe = recipe_of(run_dir / name)
+        recipe = load_resolved(run_dir / name)
         recipe.output_dir = str(run_dir)
         if repo_id:
             recipe.hub = Hub(**{**(recipe.hub.__dict__ if recipe.hub else {}), "repo_id": repo_id})
@@ -174,16 +174,6 @@ def push_run(run_dir: str | Path, repo_id: str | None = None, api: Any = None) -
                             "YOUR_NAME/MODEL or add hub.repo_id to the recipe")
         ok = push_stage(recipe, name, run_dir / name, api) and ok
     return ok
-
-
-def recipe_of(stage_dir: Path) -> Recipe:
-    """The recipe a stage was made with, as `save_resolved` recorded it."""
-    import yaml
-
-    path = stage_dir / "recipe.resolved.yaml"
-    if not path.exists():
-        raise UserError(f"{stage_dir} has no recipe.resolved.yaml; was it made by zephyr-train?")
-    return build_recipe(yaml.safe_load(path.read_text(encoding="utf-8")), str(path))
 
 
 def save_callbacks(recipe: Recipe, stage: str, out: Path) -> list[Any]:

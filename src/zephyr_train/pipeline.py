@@ -44,4 +44,7 @@ def run_pipeline(recipe: Recipe, overrides: list[str] = (), force: bool = False)
     (Path(recipe.output_dir) / checkpoints.SUMMARY).write_text(json.dumps(summary, indent=2))
     print(f"\nrun done: final {'adapter' if results[stages[-1]].get('adapter') else 'model'} in {final}; "
           f"figures in {Path(recipe.output_dir) / checkpoints.SUMMARY}")
+    from zephyr_train.report import write_report
+
+    print(f"report: {write_report(recipe.output_dir)}")
     return summary

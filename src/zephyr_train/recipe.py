@@ -392,6 +392,14 @@ def save_resolved(recipe: Recipe, directory: Path, overrides: list[str] = ()) ->
     return path
 
 
+def load_resolved(stage_dir: Path) -> Recipe:
+    """The recipe a stage was made with, as `save_resolved` recorded it (for push and report)."""
+    path = stage_dir / "recipe.resolved.yaml"
+    if not path.exists():
+        raise UserError(f"{stage_dir} has no recipe.resolved.yaml; was it made by zephyr-train?")
+    return build_recipe(yaml.safe_load(path.read_text(encoding="utf-8")) or {}, str(path))
+
+
 # Trainer fields that change how a run is watched or stored, not what it computes.
 _NOT_FINGERPRINTED = re.compile(
     r"^(logging_.*|report_to|run_name|save_.*|push_to_hub|hub_.*|output_dir|overwrite_output_dir|"
