@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 smoke: install
-	HF_HUB_OFFLINE=1 $(BIN)/zephyr-train sft $(RECIPE) --overwrite $(ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/zephyr-train run $(RECIPE) --force $(ARGS)
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q tests

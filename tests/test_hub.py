@@ -223,6 +223,33 @@ def test_failed_push_keeps_the_local_result_and_says_how_to_push_again(fake_hub,
     assert TOKEN not in err
 
 
+def test_every_save_pushes_checkpoints_best_effort(fake_hub, tmp_path, tiny_model_dir, capsys):
+    from types import SimpleNamespace
+
+    recipe = load_recipe(SMOKE, ["hub.repo_id=me/zephyr-smoke", "hub.strategy=every_save", f"output_dir={tmp_path}"])
+    assert hub.save_callbacks(load_recipe(SMOKE, ["hub.repo_id=me/z"]), "sft", tmp_path) == []  # strategy: end
+    [callback] = hub.save_callbacks(recipe, "sft", tmp_path / "sft")
+    checkpoint = tmp_path / "sft" / "checkpoint-2"
+    shutil.copytree(tiny_model_dir, checkpoint)
+    (checkpoint / "optimizer.pt").write_bytes(b"state")
+    state = SimpleNamespace(is_world_process_zero=True, global_step=2)
+    callback.on_save(None, state, None)
+    [commit] = fake_hub.commits
+    assert commit["repo"] == "me/zephyr-smoke-sft" and commit["message"] == "zephyr-train: sft step 2"
+    assert "model.safetensors" in commit["files"] and "optimizer.pt" not in commit["files"]
+    assert "Training in progress" in commit["files"]["README.md"].decode()
+    fake_hub.fail = True  # a failing checkpoint push does not stop training
+    callback.on_save(None, state, None)
+    assert "training goes on" in capsys.readouterr().err
+
+
+def test_hub_section_is_checked():
+    with pytest.raises(UserError, match="hub.repo_id must be a Hub repo id"):
+        load_recipe(SMOKE, ["hub.private=true"])
+    with pytest.raises(UserError, match="hub.strategy must be end or every_save"):
+        load_recipe(SMOKE, ["hub.repo_id=me/z", "hub.strategy=sometimes"])
+
+
 def test_push_run_needs_a_repo(tmp_path, tiny_model_dir, fake_hub):
     recipe = load_recipe(SMOKE, [f"output_dir={tmp_path}"])
     full_stage(tmp_path, recipe, tiny_model_dir, "sft")

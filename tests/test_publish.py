@@ -1,4 +1,4 @@
-"""One short `zephyr-train run` with W&B (offline), a hub section and fake secrets in the environment,
+"""One short `zephyr-train run` with W&B (offline) and TensorBoard, a hub section and fake secrets in the environment,
 shared by every test here: the report, the W&B run files, the offline push message, no secret on disk."""
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from .conftest import cli
 pytestmark = pytest.mark.slow
 HF_TOKEN, WANDB_KEY = "hf_FakeTokenForTests0123456789", "wandbFakeKeyForTests0123456789abcdef"
 STEPS = ["sft.max_steps=4", "dpo.max_steps=3", "sft.logging_steps=1", "dpo.logging_steps=1", "sft.eval_strategy=steps",
-         "sft.eval_steps=2", "dpo.eval.max_samples=8", "sft.report_to=wandb", "dpo.report_to=wandb",
+         "sft.eval_steps=2", "dpo.eval.max_samples=8", "sft.report_to=[wandb,tensorboard]",
+         "dpo.report_to=[wandb,tensorboard]",
          "hub.repo_id=me/zephyr-smoke"]
 
 
@@ -168,6 +169,16 @@ def test_wandb_offline_runs_hold_both_stages(run_dir):
     assert "eval/loss" in runs["sft"][1]
     assert {"train/rewards/chosen", "train/rewards/rejected", "train/rewards/margins", "train/rewards/accuracies",
             "eval/rewards/accuracies"} <= runs["dpo"][1]
+
+
+def test_tensorboard_has_both_stages_under_one_run(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for stage in ("sft", "dpo"):
+        events = EventAccumulator(str(run_dir / "tensorboard" / stage))
+        events.Reload()
+        assert "train/loss" in events.Tags()["scalars"], stage
+        assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 5 if stage == "sft" else 4))
 
 
 def test_no_secret_in_any_written_file(run_dir):

@@ -105,6 +105,7 @@ def plot(stages: dict[str, StageRun], out: Path) -> list[tuple[str, str]]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     made = []
     for name, title, ylabel, lines in PLOTS:
@@ -122,6 +123,7 @@ def plot(stages: dict[str, StageRun], out: Path) -> list[tuple[str, str]]:
                 drawn += 1
         if drawn:
             ax.set(title=title, xlabel="step", ylabel=ylabel)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
             fig.tight_layout()
