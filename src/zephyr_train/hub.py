@@ -56,14 +56,8 @@ class Upload:
     replace: dict[str, bytes] = field(default_factory=dict)
 
     def files(self) -> dict[str, Path | bytes]:
-        found: dict[str, Path | bytes] = {}
-        for path in sorted(self.folder.rglob("*")):
-            rel = path.relative_to(self.folder)
-            if path.is_dir() or rel.name in SKIP_FILES or rel.name.endswith(".tmp") or \
-                    rel.name.startswith("rng_state") or any(p in SKIP_DIRS or p.startswith("checkpoint-")
-                                                            for p in rel.parts[:-1]):
-                continue
-            found[rel.as_posix()] = path
+        found = {path.relative_to(self.folder).as_posix(): path for path in sorted(self.folder.rglob("*"))
+                 if path.is_file() and published(path.relative_to(self.folder))}
         return {**found, **self.replace, "README.md": self.card.encode()}
 
     def operations(self) -> list[Any]:
@@ -71,6 +65,13 @@ class Upload:
 
         return [CommitOperationAdd(path_in_repo=name, path_or_fileobj=source if isinstance(source, bytes)
                                    else str(source)) for name, source in self.files().items()]
+
+
+def published(rel: Path) -> bool:
+    name, folders = rel.name, rel.parts[:-1]
+    if name in SKIP_FILES or name.endswith(".tmp") or name.startswith("rng_state"):
+        return False
+    return not any(part in SKIP_DIRS or part.startswith("checkpoint-") for part in folders)
 
 
 def plan(recipe: Recipe, stage: str, stage_dir: Path, in_progress: int | None = None) -> list[Upload]:
@@ -111,17 +112,19 @@ def send(upload: Upload, hub: Hub, api: Any, message: str) -> str:
 
 def send_with_retries(upload: Upload, hub: Hub, api: Any, message: str, attempts: int = ATTEMPTS,
                       wait: float = FIRST_WAIT_S) -> str:
-    for attempt in range(1, attempts + 1):
+    for attempt in range(1, attempts):
         try:
             return send(upload, hub, api, message)
         except Exception as err:  # network, HTTP, auth: all worth a retry, none may lose the run
-            if attempt == attempts:
-                raise
-            print(f"hub: push to {upload.repo_id} failed ({scrub(str(err)).splitlines()[0]}); "
-                  f"retrying in {wait:.0f}s ({attempt}/{attempts})", file=sys.stderr)
+            print(f"hub: push to {upload.repo_id} failed ({first_line(err)}); retrying in {wait:.0f}s "
+                  f"({attempt}/{attempts})", file=sys.stderr)
             time.sleep(wait)
             wait *= 2
-    raise AssertionError("unreachable")
+    return send(upload, hub, api, message)
+
+
+def first_line(err: Exception) -> str:
+    return (scrub(str(err)).splitlines() or [type(err).__name__])[0]
 
 
 def offline() -> bool:
@@ -149,7 +152,7 @@ def push_stage(recipe: Recipe, stage: str, stage_dir: Path | None = None, api: A
             url = send_with_retries(upload, recipe.hub, api, f"zephyr-train: {stage} {upload.kind}", wait=wait)
         except Exception as err:
             print(f"hub: pushing the {stage} {upload.kind} to {upload.repo_id} failed after {ATTEMPTS} attempts "
-                  f"({scrub(str(err)).splitlines()[0]}); the local result is kept in {upload.folder}; {again}",
+                  f"({first_line(err)}); the local result is kept in {upload.folder}; {again}",
                   file=sys.stderr)
             return False
         print(f"hub: {stage} {upload.kind} pushed to {upload.repo_id} ({url})")
@@ -195,7 +198,7 @@ def save_callbacks(recipe: Recipe, stage: str, out: Path) -> list[Any]:
                     send_with_retries(upload, recipe.hub, HfApi(), f"zephyr-train: {stage} step {state.global_step}",
                                       attempts=1)
                 except Exception as err:
-                    print(f"hub: checkpoint push to {upload.repo_id} failed ({scrub(str(err)).splitlines()[0]}); "
+                    print(f"hub: checkpoint push to {upload.repo_id} failed ({first_line(err)}); "
                           "training goes on, the stage's result is pushed at its end", file=sys.stderr)
 
     return [PushCheckpoint()]

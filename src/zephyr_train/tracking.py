@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from zephyr_train import hub
 from zephyr_train.recipe import Recipe, to_dict
 
 HISTORY = "log_history.json"
@@ -42,8 +43,6 @@ def configure(recipe: Recipe, stage: str, trainer_args: dict[str, Any], out: Pat
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(recipe.output_dir) / "tensorboard" / stage)
     if "wandb" in names or "all" in names:
         start_wandb(recipe, stage, trainer_args["run_name"], group, out)
-    from zephyr_train import hub
-
     return [history_callback(out), *hub.save_callbacks(recipe, stage, out)]
 
 
