@@ -56,7 +56,10 @@ def load(model_dir: str | Path) -> tuple[Any, Any]:
         from zephyr_train.chat_template import ZEPHYR
 
         tokenizer.chat_template = ZEPHYR
-    model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
+    import torch
+
+    placement = {"device_map": "auto"} if torch.cuda.is_available() else {}
+    model = AutoModelForCausalLM.from_pretrained(path, dtype="auto", **placement)
     return model.eval(), tokenizer
 
 
@@ -72,9 +75,9 @@ def reply(model: Any, tokenizer: Any, messages: list[dict], sampling: Sampling, 
 
     inputs = encode(tokenizer, messages).to(model.device)
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True) if stream else None
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     with torch.no_grad():
-        out = model.generate(**inputs, **sampling.generate_kwargs(), streamer=streamer,
-                             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+        out = model.generate(**inputs, **sampling.generate_kwargs(), streamer=streamer, pad_token_id=pad)
     return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
 
