@@ -142,11 +142,13 @@ def push_stage(recipe: Recipe, stage: str, stage_dir: Path | None = None, api: A
     if offline():
         print(f"hub: HF_HUB_OFFLINE is set, {stage} not pushed; the result stays in {stage_dir}; {again}")
         return False
+    from tqdm.auto import tqdm
+
     if api is None:
         from huggingface_hub import HfApi
 
         api = HfApi()
-    for upload in plan(recipe, stage, stage_dir):
+    for upload in tqdm(plan(recipe, stage, stage_dir), desc=f"Pushing {stage} to the Hub", unit="repo"):
         (upload.folder / "README.md").write_text(upload.card, encoding="utf-8")
         try:
             url = send_with_retries(upload, recipe.hub, api, f"zephyr-train: {stage} {upload.kind}", wait=wait)
