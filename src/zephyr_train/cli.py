@@ -45,7 +45,41 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("recipe", help="YAML recipe, e.g. recipes/smoke.yaml")
     run.add_argument("overrides", nargs="*", metavar="key=value", help="override recipe keys, dotted for nesting")
     run.add_argument("--force", action="store_true", help="run every stage again from scratch")
+    _add_tool_commands(commands)
     return parser
+
+
+def _add_tool_commands(commands: argparse._SubParsersAction) -> None:
+    """What comes after training: talk to the model, merge an adapter, report on a run, push it."""
+    chat = commands.add_parser("chat", allow_abbrev=False, help="chat with a trained model in the terminal",
+                               description="Chat with MODEL_DIR (a stage directory, merged model or LoRA adapter) "
+                               "using its chat template; --prompt answers once and exits, for scripts.")
+    chat.add_argument("model_dir", metavar="MODEL_DIR")
+    chat.add_argument("--prompt", help="answer this one prompt on stdout and exit")
+    chat.add_argument("--system", help="system prompt")
+    chat.add_argument("--max-new-tokens", type=int, default=256)
+    chat.add_argument("--temperature", type=float, default=0.7)
+    chat.add_argument("--top-p", type=float, default=0.95)
+    chat.add_argument("--top-k", type=int, default=50)
+    chat.add_argument("--repetition-penalty", type=float, default=1.0)
+    chat.add_argument("--greedy", action="store_true", help="no sampling: always the most likely token")
+    chat.add_argument("--seed", type=int, help="seed the sampling, for repeatable answers")
+    merge = commands.add_parser("merge", allow_abbrev=False, help="merge a LoRA adapter into its base model",
+                                description="Merge the LoRA adapter in ADAPTER_DIR into its base (named in "
+                                "adapter_config.json) in 16/32-bit; the result loads without PEFT.")
+    merge.add_argument("adapter_dir", metavar="ADAPTER_DIR")
+    merge.add_argument("--out", required=True, metavar="DIR", help="new directory for the merged model")
+    merge.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    merge.add_argument("--base", help="base model to merge into, if not the one the adapter names")
+    report = commands.add_parser("report", allow_abbrev=False, help="write RUN_DIR/report.html with plots",
+                                 description="Write RUN_DIR/report.html and PNG plots for a run, finished or not.")
+    report.add_argument("run_dir", metavar="RUN_DIR")
+    report.add_argument("--no-samples", action="store_true", help="skip the models' answers to held-out prompts")
+    push = commands.add_parser("push", allow_abbrev=False, help="push a run's stages to the Hugging Face Hub",
+                               description="Push every finished stage of RUN_DIR with its model card, as the "
+                               "recipe's hub section says (again, after a failed push).")
+    push.add_argument("run_dir", metavar="RUN_DIR")
+    push.add_argument("--repo-id", help="push to this repo instead of the recipe's hub.repo_id")
 
 
 def _sft(args: argparse.Namespace) -> int:
@@ -78,14 +112,43 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"sft": _sft, "dpo": _dpo, "run": _run}
+def _chat(args: argparse.Namespace) -> int:
+    from zephyr_train.chat import Sampling, run_chat
+
+    sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                        top_k=args.top_k, do_sample=not args.greedy, repetition_penalty=args.repetition_penalty)
+    run_chat(args.model_dir, args.prompt, args.system, sampling, args.seed)
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from zephyr_train.merge import merge_command
+
+    print(f"merged model saved in {merge_command(args.adapter_dir, args.out, args.dtype, args.base)}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from zephyr_train.report import write_report
+
+    print(f"report: {write_report(args.run_dir, samples=not args.no_samples)}")
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from zephyr_train.hub import push_run
+
+    return 0 if push_run(args.run_dir, args.repo_id) else 1
+
+
+COMMANDS = {"sft": _sft, "dpo": _dpo, "run": _run, "chat": _chat, "merge": _merge, "report": _report, "push": _push}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # overrides may follow options (`sft r.yaml --overwrite sft.seed=1`); argparse leaves those over
-    unknown = [item for item in extra if item.startswith("-") or "=" not in item]
+    unknown = [item for item in extra if item.startswith("-") or "=" not in item or not hasattr(args, "overrides")]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if extra:

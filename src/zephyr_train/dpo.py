@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zephyr_train import chat_template, checkpoints, merge, mixture, modeling, stage
+from zephyr_train import chat_template, checkpoints, hub, merge, mixture, modeling, stage, tracking
 from zephyr_train.errors import UserError
 from zephyr_train.recipe import Recipe
 
@@ -134,9 +134,11 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False) 
     tokenizer = modeling.load_tokenizer(location, recipe.model, inference_template)
     tokenizer.chat_template = with_bos(inference_template, tokenizer)
     model = modeling.load_model(location, recipe.model)
+    callbacks = tracking.configure(recipe, "dpo", trainer_args, start.out)
     config = DPOConfig(output_dir=str(start.out), **trainer_args)
     trainer = DPOTrainer(model=model, args=config, train_dataset=train, eval_dataset=evaluation,
-                         processing_class=tokenizer, peft_config=modeling.lora_config(spec.lora))
+                         processing_class=tokenizer, peft_config=modeling.lora_config(spec.lora),
+                         callbacks=callbacks)
     tokenizer.chat_template = inference_template
 
     # 5. Held-out figures before, train, after; save.
@@ -156,6 +158,7 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False) 
         return {}
     (start.out / checkpoints.SUMMARY).write_text(json.dumps(summary, indent=2))
     print_summary(summary)
+    hub.push_stage(recipe, "dpo", start.out)
     return summary
 
 

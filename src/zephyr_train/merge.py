@@ -18,9 +18,9 @@ def merged_dir(adapter_dir: Path) -> Path:
     return adapter_dir / "merged"
 
 
-def merge_adapter(adapter_dir: Path, base_location: str, spec: ModelSpec) -> Path:
+def merge_adapter(adapter_dir: Path, base_location: str, spec: ModelSpec, target: Path | None = None) -> Path:
     """Merge `adapter_dir` into its base once; returns the directory of the merged model."""
-    target = merged_dir(adapter_dir)
+    target = Path(target) if target else merged_dir(adapter_dir)
     if (target / "config.json").exists():
         return target
     import torch
@@ -41,3 +41,22 @@ def merge_adapter(adapter_dir: Path, base_location: str, spec: ModelSpec) -> Pat
     (tmp / "merged_from.json").write_text(json.dumps({"adapter": str(adapter_dir), "base": base_location}))
     tmp.rename(target)
     return target
+
+
+def merge_command(adapter_dir: str, out: str, dtype: str, base: str | None = None) -> Path:
+    """`zephyr-train merge`: any LoRA adapter into the base its config names (or `base`), saved as a
+    plain model in `dtype` that transformers loads without PEFT."""
+    from zephyr_train.errors import UserError
+
+    config = Path(adapter_dir) / "adapter_config.json"
+    if not config.exists():
+        raise UserError(f"{adapter_dir} holds no adapter_config.json; give a LoRA adapter directory")
+    base = base or json.loads(config.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise UserError(f"{config} names no base model; pass --base MODEL")
+    target = Path(out)
+    if target.exists() and any(target.iterdir()):
+        raise UserError(f"{target} is not empty; give a new directory for the merged model")
+    if target.exists():
+        target.rmdir()
+    return merge_adapter(Path(adapter_dir), base, ModelSpec(name_or_path=base, dtype=dtype), target)

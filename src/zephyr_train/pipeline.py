@@ -44,9 +44,13 @@ def run_pipeline(recipe: Recipe, overrides: list[str] = (), force: bool = False)
                "final_adapter": last["model_dir"] if last.get("adapter") else None}
     Path(recipe.output_dir).mkdir(parents=True, exist_ok=True)
     (Path(recipe.output_dir) / checkpoints.SUMMARY).write_text(json.dumps(summary, indent=2))
+    from zephyr_train.report import write_report
+
+    report = write_report(recipe.output_dir)
     print(f"\nrun done: final model in {final}; figures in {Path(recipe.output_dir) / checkpoints.SUMMARY}")
     for name, result in results.items():
         print(f"  {name}: {headline(result)}")
+    print(f"report: {report}")
     return summary
 
 

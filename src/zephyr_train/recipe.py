@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,12 +93,25 @@ class Stage:
 
 
 @dataclass
+class Hub:
+    """Where `hub.push_stage` puts each stage's result; see hub.py for the repos a run fills."""
+
+    repo_id: str = ""  # the final (DPO) model; SFT goes to sft_repo_id, merged LoRA models to <repo>-merged
+    sft_repo_id: str | None = None  # default: <repo_id>-sft
+    private: bool = True
+    revision: str = "main"  # branch to push to, created if missing
+    strategy: str = "end"  # end: once per stage; every_save: also each checkpoint as it is saved
+    license: str = "apache-2.0"  # the model card's license (Mistral-7B's; zephyr-7b-beta used mit)
+
+
+@dataclass
 class Recipe:
     model: ModelSpec
     chat_template: str = "zephyr"
     output_dir: str = "runs/default"
     sft: Stage | None = None
     dpo: Stage | None = None
+    hub: Hub | None = None
     source: str = "<recipe>"  # the file it came from, for error messages
 
     def stage_dir(self, stage: str) -> Path:
@@ -264,7 +278,7 @@ def _build_stage(name: str, raw: Any, source: str) -> Stage:
 
 
 def build_recipe(raw: dict, source: str) -> Recipe:
-    top = {"model", "chat_template", "output_dir", *STAGES}
+    top = {"model", "chat_template", "output_dir", "hub", *STAGES}
     for key in raw:
         if key not in top:
             raise _unknown(source, "", str(key), sorted(top))
@@ -279,6 +293,8 @@ def build_recipe(raw: dict, source: str) -> Recipe:
     for name in STAGES:
         if raw.get(name) is not None:
             setattr(recipe, name, _build_stage(name, raw[name], source))
+    if raw.get("hub") is not None:
+        recipe.hub = _build(Hub, raw["hub"], source, "hub.")
     validate(recipe)
     return recipe
 
@@ -317,6 +333,13 @@ def validate(recipe: Recipe) -> None:
         bf16, fp16 = stage.trainer.get("bf16"), stage.trainer.get("fp16")
         if bf16 and fp16:
             raise UserError(f"{src}: {name} sets both bf16 and fp16; keep one")
+    hub = recipe.hub
+    if hub is not None:
+        if not re.fullmatch(r"([\w.-]+/)?[\w.-]+", hub.repo_id or ""):
+            raise UserError(f"{src}: hub.repo_id must be a Hub repo id such as your-name/zephyr-smoke, "
+                            f"got {hub.repo_id!r}")
+        if hub.strategy not in ("end", "every_save"):
+            raise UserError(f"{src}: hub.strategy must be end or every_save, got {hub.strategy!r}")
 
 
 # --- what gets written next to the model -------------------------------------------------------------
@@ -334,6 +357,8 @@ def to_dict(recipe: Recipe) -> dict[str, Any]:
         if stage is not None:
             body = dataclasses.asdict(stage)
             out[name] = {**body.pop("trainer"), **body}
+    if recipe.hub is not None:
+        out["hub"] = dataclasses.asdict(recipe.hub)
     return redact(out)
 
 
@@ -350,12 +375,29 @@ def redact(value: Any, key: str = "") -> Any:
     return value
 
 
+def scrub(text: str) -> str:
+    """`redact` for free text: also masks the values of secret environment variables (HF_TOKEN,
+    WANDB_API_KEY, ...) wherever they appear, whatever their shape."""
+    for key, value in os.environ.items():
+        if SECRET_KEY.search(key) and len(value) >= 8:
+            text = text.replace(value, "<redacted>")
+    return SECRET_VALUE.sub("<redacted>", text)
+
+
 def save_resolved(recipe: Recipe, directory: Path, overrides: list[str] = ()) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     header = f"# resolved from {recipe.source}" + (f" with {' '.join(redact(list(overrides)))}" if overrides else "")
     path = directory / "recipe.resolved.yaml"
     path.write_text(header + "\n" + yaml.safe_dump(to_dict(recipe), sort_keys=False), encoding="utf-8")
     return path
+
+
+def load_resolved(stage_dir: Path) -> Recipe:
+    """The recipe a stage was made with, as `save_resolved` recorded it (for push and report)."""
+    path = stage_dir / "recipe.resolved.yaml"
+    if not path.exists():
+        raise UserError(f"{stage_dir} has no recipe.resolved.yaml; was it made by zephyr-train?")
+    return build_recipe(yaml.safe_load(path.read_text(encoding="utf-8")) or {}, str(path))
 
 
 # Trainer fields that change how a run is watched or stored, not what it computes.

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zephyr_train import chat_template, checkpoints, lm_head, mixture, modeling, packing, stage
+from zephyr_train import chat_template, checkpoints, hub, lm_head, mixture, modeling, packing, stage, tracking
 from zephyr_train.errors import UserError
 from zephyr_train.recipe import Recipe
 
@@ -77,9 +77,11 @@ def run_sft(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False) 
     from trl import SFTConfig, SFTTrainer
 
     model = modeling.load_model(location, recipe.model)
+    callbacks = tracking.configure(recipe, "sft", trainer_args, out)
     config = SFTConfig(output_dir=str(out), assistant_only_loss=False, **trainer_args)  # masks are ours
     trainer = SFTTrainer(model=model, args=config, train_dataset=train, eval_dataset=evaluation,
-                         processing_class=tokenizer, peft_config=modeling.lora_config(spec.lora))
+                         processing_class=tokenizer, peft_config=modeling.lora_config(spec.lora),
+                         callbacks=callbacks)
     if trainer.padding_free and not packing.uses_varlen_kernels(recipe.model.attn_implementation):
         trainer.data_collator = packing.PackedRowsCollator(tokenizer.pad_token_id)
     if lm_head.needs_dense_head(trainer.args.device):
@@ -98,6 +100,7 @@ def run_sft(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False) 
     summary = summarize(trainer, result, eval_metrics, wall, (padding, seen), out, data["report"], dropped, len(train))
     (out / checkpoints.SUMMARY).write_text(json.dumps(summary, indent=2))
     print_summary(summary)
+    hub.push_stage(recipe, "sft", out)
     return summary
 
 
