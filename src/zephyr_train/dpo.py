@@ -38,6 +38,18 @@ def with_bos(template: str, tokenizer: Any) -> str:
     return "{{ bos_token }}" + template if chat_template.adds_bos(tokenizer) else template
 
 
+def cut_prompts(ds: Any, limit: int, bos: int | None) -> Any:
+    """Keep each prompt's last `limit` tokens (and its leading BOS): the question's end and the template's
+    `<|assistant|>` stay, so a long context never crowds the answers out of `max_length`."""
+    def cut(ids: list[int]) -> dict:
+        if len(ids) <= limit:
+            return {"prompt_ids": ids}
+        head = ids[:1] if bos is not None and ids[:1] == [bos] else []
+        return {"prompt_ids": head + ids[len(ids) - limit + len(head):]}
+
+    return ds.map(cut, input_columns="prompt_ids", desc="Cutting prompts to max_prompt_length")
+
+
 def held_out(trainer: Any) -> dict[str, float]:
     metrics = trainer.evaluate()
     return {"accuracy": metrics.get("eval_rewards/accuracies"), "margin": metrics.get("eval_rewards/margins"),
@@ -86,6 +98,10 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False) 
     trainer = DPOTrainer(model=model, args=config, train_dataset=train, eval_dataset=evaluation,
                          processing_class=tokenizer, peft_config=modeling.lora_config(spec.lora))
     tokenizer.chat_template = inference_template
+    if spec.max_prompt_length:
+        trainer.train_dataset = cut_prompts(trainer.train_dataset, spec.max_prompt_length, tokenizer.bos_token_id)
+        if trainer.eval_dataset is not None:
+            trainer.eval_dataset = cut_prompts(trainer.eval_dataset, spec.max_prompt_length, tokenizer.bos_token_id)
 
     # 5. Held-out figures before, train, after; save.
     before = held_out(trainer) if evaluation is not None and start.resume is None else {}

@@ -88,6 +88,7 @@ class Stage:
     datasets: list[DatasetSpec] = field(default_factory=list)
     eval: EvalSpec | None = None
     lora: Lora | None = None
+    max_prompt_length: int | None = None  # dpo: prompts cut to their last N tokens (TRL 1.16 has no such field)
     trainer: dict[str, Any] = field(default_factory=dict)  # TRL config fields, by their TRL names
 
 
@@ -234,7 +235,7 @@ def _build_stage(name: str, raw: Any, source: str) -> Stage:
     if not isinstance(raw, dict):
         raise UserError(f"{source}: {name} must be a mapping (datasets, lora, trainer fields), got {raw!r}")
     fields = trainer_fields(name)
-    own = {"datasets", "eval", "lora"}
+    own = {"datasets", "eval", "lora"} | ({"max_prompt_length"} if name == "dpo" else set())
     stage = Stage(trainer=dict(STAGE_DEFAULTS[name]))
     for key, value in raw.items():
         if key in own:
@@ -260,6 +261,11 @@ def _build_stage(name: str, raw: Any, source: str) -> Stage:
         stage.eval = _build(EvalSpec, raw["eval"], source, f"{name}.eval.")
     if raw.get("lora") is not None:
         stage.lora = _build(Lora, raw["lora"], source, f"{name}.lora.")
+    if raw.get("max_prompt_length") is not None:
+        try:
+            stage.max_prompt_length = coerce(raw["max_prompt_length"], "int")
+        except ValueError as err:
+            raise UserError(f"{source}: {name}.max_prompt_length {err}") from None
     return stage
 
 
@@ -333,6 +339,8 @@ def to_dict(recipe: Recipe) -> dict[str, Any]:
         stage = getattr(recipe, name)
         if stage is not None:
             body = dataclasses.asdict(stage)
+            if body["max_prompt_length"] is None:  # dpo only; absent keeps older fingerprints
+                del body["max_prompt_length"]
             out[name] = {**body.pop("trainer"), **body}
     return redact(out)
 
