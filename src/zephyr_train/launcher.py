@@ -40,7 +40,9 @@ class Launch:
             return "CPU"
         if self.source == "<none>":
             return "no accelerate config"
-        return {"zero3": "ZeRO-3", "zero2": "ZeRO-2", "fsdp": "FSDP full shard"}.get(self.sharding, "DDP") + \
+        if self.sharding is None:
+            return "DDP" if self.distributed_type == "MULTI_GPU" else "one process per GPU"
+        return {"zero3": "ZeRO-3", "zero2": "ZeRO-2", "fsdp": "FSDP full shard"}[self.sharding] + \
             (" + CPU offload" if self.offload else "")
 
 
@@ -81,8 +83,6 @@ def read(path: str | Path) -> Launch:
     kind = raw.get("distributed_type", "NO")
     if kind not in DISTRIBUTED_TYPES:
         raise UserError(f"{src}: distributed_type must be one of {', '.join(DISTRIBUTED_TYPES)}, got {kind!r}")
-    if kind == "DEEPSPEED" and importlib.util.find_spec("deepspeed") is None:
-        raise UserError(f"{src}: DeepSpeed is not installed; pip install -e .[deepspeed] (or use an FSDP config)")
     sharding, offload = _sharding(raw, src)
     processes = int(raw.get("num_processes", 1) or 1)
     if processes < 1:  # -1 in multi-node templates means "given at launch"
@@ -90,6 +90,22 @@ def read(path: str | Path) -> Launch:
     return Launch(source=src, distributed_type=kind, processes=processes, machines=int(raw.get("num_machines", 1)),
                   mixed_precision=str(raw.get("mixed_precision") or "no"), sharding=sharding, offload=offload,
                   on_cpu=bool(raw.get("use_cpu")) or kind == "MULTI_CPU")
+
+
+def notes(launch: Launch) -> list[str]:
+    """What a config needs that this machine lacks (fine for planning here, fatal when launched here)."""
+    found = []
+    if launch.distributed_type == "DEEPSPEED" and importlib.util.find_spec("deepspeed") is None:
+        found.append(f"{launch.source} needs DeepSpeed, not installed here: pip install -e .[deepspeed]")
+    if launch.source != "<none>" and not launch.on_cpu and not has_nvidia_gpu():
+        found.append(f"{launch.source} is a GPU config and this machine has no NVIDIA GPU: launched here it stops "
+                     "with an error (configs/cpu.yaml runs on a CPU)")
+    return found
+
+
+def has_nvidia_gpu() -> bool:
+    """Whether the NVIDIA driver sees a GPU, without importing torch."""
+    return Path("/proc/driver/nvidia/gpus").is_dir() and any(Path("/proc/driver/nvidia/gpus").iterdir())
 
 
 def from_env(env: dict[str, str] | os._Environ = os.environ) -> Launch:
@@ -108,6 +124,11 @@ def from_env(env: dict[str, str] | os._Environ = os.environ) -> Launch:
     if "ACCELERATE_MIXED_PRECISION" in env:
         return Launch("<accelerate launch>", "MULTI_CPU" if on_cpu else "MULTI_GPU", processes, on_cpu=on_cpu)
     return Launch("<none>")
+
+
+def shards_model() -> bool:
+    """Whether this process was launched with FSDP or ZeRO-3, which place (and shard) the weights themselves."""
+    return from_env().sharding in ("zero3", "fsdp")
 
 
 def launched_for_gpu(env: dict[str, str] | os._Environ = os.environ) -> str | None:

@@ -43,7 +43,7 @@ class Estimate:
 
     def describe(self) -> str:
         shown = ", ".join(f"{name} {value / GIB:.1f}" for name, value in self.parts.items() if value >= 0.05 * GIB)
-        offload = f"; {self.cpu / GIB:.0f} GiB offloaded to CPU RAM" if self.cpu else ""
+        offload = f"; {self.cpu / GIB:.1f} GiB offloaded to CPU RAM" if self.cpu >= 0.05 * GIB else ""
         return f"{shown} = {self.total / GIB:.1f} GiB per GPU{offload}"
 
 

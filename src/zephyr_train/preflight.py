@@ -337,6 +337,7 @@ def check(recipe: Recipe, launch: Launch | None = None, hardware: Hardware | Non
     report = Report()
     arch = architecture_of(recipe.model.name_or_path, recipe.model.revision)
     rules(recipe, launch, hardware, arch, report)
+    report.warnings.extend(launcher.notes(launch))
     name = recipe.model.name_or_path
     where = "shipped" if name in KNOWN else "built-in" if name.startswith("builtin:") else "read from its config"
     size = "" if arch is None else f"{arch.params / 1e9:.2f}B" if arch.params >= 1e9 else f"{arch.params / 1e6:.1f}M"
@@ -356,6 +357,7 @@ def check(recipe: Recipe, launch: Launch | None = None, hardware: Hardware | Non
 def before_stage(recipe: Recipe, stages: tuple[str, ...]) -> None:
     """The preflight's rules and data checks at the start of `sft`/`dpo`/`run`: the first error is raised,
     warnings printed once (by the main process)."""
+    launcher.gpu_guard()
     report = check(recipe, launcher.from_env(), estimate=False, stages=stages)
     if report.errors:
         raise UserError(report.errors[0])
