@@ -22,8 +22,9 @@ from zephyr_train.recipe import apply_override, build_recipe
 
 MODEL_KEYS = {"model_name_or_path": "name_or_path", "model_revision": "revision", "torch_dtype": "dtype",
               "dtype": "dtype", "attn_implementation": "attn_implementation", "trust_remote_code": "trust_remote_code"}
-QUANT_KEYS = {"load_in_4bit": "load_in_4bit", "load_in_8bit": "load_in_8bit", "bnb_4bit_quant_type": "bnb_4bit_quant_type",
-              "use_bnb_nested_quant": "bnb_4bit_use_double_quant", "bnb_4bit_quant_storage": "bnb_4bit_quant_storage"}
+QUANT_KEYS = {"load_in_4bit": "load_in_4bit", "load_in_8bit": "load_in_8bit",
+              "bnb_4bit_quant_type": "bnb_4bit_quant_type", "use_bnb_nested_quant": "bnb_4bit_use_double_quant",
+              "bnb_4bit_quant_storage": "bnb_4bit_quant_storage"}
 LORA_KEYS = {"lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "lora_target_modules": "target_modules",
              "lora_modules_to_save": "modules_to_save"}
 # Trainer keys from older TRL/transformers releases, with the field that means the same today.
@@ -36,7 +37,8 @@ IGNORED = {"overwrite_output_dir", "dataset_configs", "truncation_side", "auto_i
 
 def _datasets(raw: dict, stage: str, source: str) -> tuple[list[dict], dict | None]:
     """(datasets, eval) from `dataset_mixer` + `dataset_splits`, `dataset_mixture`, or `dataset_name`."""
-    splits = raw.pop("dataset_splits", None) or (["train_sft", "test_sft"] if stage == "sft" else ["train_prefs", "test_prefs"])
+    default = ["train_sft", "test_sft"] if stage == "sft" else ["train_prefs", "test_prefs"]
+    splits = raw.pop("dataset_splits", None) or default
     train = next((s for s in splits if "train" in s), splits[0])
     test = next((s for s in splits if "test" in s), None)
     if "dataset_mixer" in raw:

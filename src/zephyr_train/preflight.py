@@ -59,7 +59,8 @@ class Report:
 def rules(recipe: Recipe, launch: Launch, hardware: Hardware, arch: Architecture | None, report: Report) -> None:
     src, quant = recipe.source, recipe.model.quantization
     four_bit = bool(quant and quant.load_in_4bit)
-    if four_bit and launch.sharding in ("zero3", "fsdp") and quant.bnb_4bit_quant_storage != quant.bnb_4bit_compute_dtype:
+    sharded = launch.sharding in ("zero3", "fsdp")
+    if four_bit and sharded and quant.bnb_4bit_quant_storage != quant.bnb_4bit_compute_dtype:
         report.errors.append(
             f"{src}: 4-bit weights under {launch.name} are sharded as {quant.bnb_4bit_quant_storage or 'uint8'} "
             f"tensors; set model.quantization.bnb_4bit_quant_storage: {quant.bnb_4bit_compute_dtype} (the compute "
@@ -198,7 +199,8 @@ def check_data(recipe: Recipe, name: str, report: Report) -> dict[str, int | Non
             report.errors.append(f"{where}: no {missing[0]!r} column (it has {', '.join(columns)}); map one with "
                                  f"columns: {{{missing[0]}: <its column>}}")
             continue
-        first = [{ours: row.get(renames.get(ours, ours)) for ours in [*NEEDED_COLUMNS[name], "prompt"]} for row in first]
+        wanted = [*NEEDED_COLUMNS[name], "prompt"]
+        first = [{ours: row.get(renames.get(ours, ours)) for ours in wanted} for row in first]
         problems = [p for row in first if (p := _row_problem(name, row, training, inference, stage))]
         if problems:
             report.errors.append(f"{where}: {len(problems)} of the first {len(first)} rows are unusable: {problems[0]}")
@@ -279,8 +281,8 @@ def alternatives(arch: Architecture, recipe: Recipe, name: str, launch: Launch, 
             est = memory.estimate(arch, recipe, name, setup, gpus, micro)
             if est.total <= memory_gib * memory.GIB:
                 accumulation = max(1, memory.global_batch(args, hardware.gpus) // (micro * gpus))
-                change = f"{name}.per_device_train_batch_size={micro} {name}.gradient_accumulation_steps={accumulation} " \
-                    if micro != batch or gpus != hardware.gpus else ""
+                change = "" if micro == batch and gpus == hardware.gpus else \
+                    f"{name}.per_device_train_batch_size={micro} {name}.gradient_accumulation_steps={accumulation} "
                 found.append(f"{change}with {setup.name} ({setup.source}) on {gpus} x {memory_gib:g} GiB: "
                              f"{est.total / memory.GIB:.1f} GiB per GPU")
                 break
@@ -300,7 +302,8 @@ def plan(recipe: Recipe, arch: Architecture | None, launch: Launch, hardware: Ha
     known = None if any(v is None for v in rows.values()) else sum(rows.values())
     steps = memory.optimizer_steps(known, args, gpus)
     packed = name == "sft" and args.get("packing")
-    steps_text = f"{'up to ' if packed else ''}{steps:,} optimizer steps" if steps else "steps unknown (row count unknown)"
+    steps_text = f"{'up to ' if packed else ''}{steps:,} optimizer steps" if steps else \
+        "steps unknown (row count unknown)"
     report.lines.append(f"{name}: global batch {gb} = {args.get('per_device_train_batch_size') or 8} per GPU x "
                         f"{args.get('gradient_accumulation_steps') or 1} accumulation x {gpus} GPU(s); {steps_text}"
                         f"{' (packing merges rows)' if packed and steps else ''}; up to {gb * seq:,} tokens per step"
