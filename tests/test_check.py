@@ -204,17 +204,20 @@ def test_local_data_columns_roles_and_rendering(tmp_path):
 
     write_split(tmp_path / "cols", "train_sft", [{"conversation": good["messages"]}])
     found = errors(SMOKE, [f"sft.datasets.0.path={tmp_path / 'cols'}", "sft.eval=null", "dpo=null"])
-    assert any("no 'messages' column" in e and "map one with columns" in e for e in found), found
+    assert any("has no 'messages' column" in e and "map one with columns" in e for e in found), found
+
+    found = errors(SMOKE, ["sft.datasets.0.split=test_sft"])
+    assert any("an official test split" in e for e in found), found
 
     bad_role = {"messages": [{"role": "human", "content": "hi"}, {"role": "assistant", "content": "x"}]}
     write_split(tmp_path / "roles", "train_sft", [bad_role])
     found = errors(SMOKE, [f"sft.datasets.0.path={tmp_path / 'roles'}", "sft.eval=null", "dpo=null"])
-    assert any("unknown role" in e for e in found), found
+    assert any("warning: " in e and "rows will be dropped (unknown role)" in e for e in found), found
 
     drops = "{% for m in messages %}{% if m['role'] == 'user' %}{{ m['content'] }}{% endif %}{% endfor %}"
     found = errors(SMOKE, [f"sft.datasets.0.path={tmp_path / 'ok'}", "sft.eval=null", "dpo=null",
                            f"chat_template={drops}", "sft.assistant_only_loss=false"])
-    assert any("assistant message does not appear in the rendered text" in e for e in found), found
+    assert any("do not render" in e and "assistant message does not appear" in e for e in found), found
 
 
 def test_local_preference_data(tmp_path):
@@ -222,7 +225,7 @@ def test_local_preference_data(tmp_path):
             "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
     write_split(tmp_path / "prefs", "train_prefs", [pair])
     found = errors(SMOKE, [f"dpo.datasets.0.path={tmp_path / 'prefs'}", "dpo.eval=null", "sft=null"])
-    assert any("identical chosen and rejected" in e for e in found), found
+    assert any("dropped (identical chosen and rejected)" in e for e in found), found
 
 
 def test_render_marks_generation_spans():

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zephyr_train import chat_template, checkpoints, merge, mixture, modeling, stage
+from zephyr_train import chat_template, checkpoints, merge, mixture, modeling, prompt_length, stage
 from zephyr_train.errors import UserError
 from zephyr_train.recipe import Recipe
 
@@ -36,18 +36,6 @@ def policy_location(recipe: Recipe) -> str:
 def with_bos(template: str, tokenizer: Any) -> str:
     """TRL tokenizes DPO pairs without special tokens; inference and our SFT start with one BOS."""
     return "{{ bos_token }}" + template if chat_template.adds_bos(tokenizer) else template
-
-
-def cut_prompts(ds: Any, limit: int, bos: int | None) -> Any:
-    """Keep each prompt's last `limit` tokens (and its leading BOS): the question's end and the template's
-    `<|assistant|>` stay, so a long context never crowds the answers out of `max_length`."""
-    def cut(ids: list[int]) -> dict:
-        if len(ids) <= limit:
-            return {"prompt_ids": ids}
-        head = ids[:1] if bos is not None and ids[:1] == [bos] else []
-        return {"prompt_ids": head + ids[len(ids) - limit + len(head):]}
-
-    return ds.map(cut, input_columns="prompt_ids", desc="Cutting prompts to max_prompt_length")
 
 
 def held_out(trainer: Any) -> dict[str, float]:
@@ -99,9 +87,7 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False) 
                          processing_class=tokenizer, peft_config=modeling.lora_config(spec.lora))
     tokenizer.chat_template = inference_template
     if spec.max_prompt_length:
-        trainer.train_dataset = cut_prompts(trainer.train_dataset, spec.max_prompt_length, tokenizer.bos_token_id)
-        if trainer.eval_dataset is not None:
-            trainer.eval_dataset = cut_prompts(trainer.eval_dataset, spec.max_prompt_length, tokenizer.bos_token_id)
+        prompt_length.cut_trainer_prompts(trainer, spec.max_prompt_length, tokenizer.bos_token_id)
 
     # 5. Held-out figures before, train, after; save.
     before = held_out(trainer) if evaluation is not None and start.resume is None else {}

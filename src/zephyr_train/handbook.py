@@ -91,8 +91,9 @@ def to_recipe(raw: dict, stage: str, source: str) -> tuple[dict, list[str]]:
         elif key in IGNORED or (key == "max_prompt_length" and stage != "dpo"):
             warnings.append(f"{source}: {key} has no effect with TRL 1.16 here; ignored")
             raw.pop(key)
+    output_dir = raw.pop("output_dir", None) or f"runs/{Path(source).stem}"  # the stage writes to OUTPUT_DIR/<stage>
     section.update(raw)
-    recipe = {"model": model, "output_dir": str(raw.get("output_dir") or f"runs/{Path(source).stem}"), stage: section}
+    recipe = {"model": model, "output_dir": str(output_dir), stage: section}
     if template is not None:
         recipe["chat_template"] = template
     return recipe, warnings

@@ -163,11 +163,11 @@ def _render_problem(messages: list[dict], template: str, needs_spans: bool) -> s
     text, spans = render(template, messages)
     for message in messages:
         if message["content"] not in text:
-            return f"its {message['role']} message does not appear in the rendered text"
+            return f"render: a {message['role']} message does not appear in the rendered text"
     if needs_spans:
         trained = "".join(text[a:b] for a, b in spans)
         if any(m["content"] not in trained for m in messages if m["role"] == "assistant"):
-            return "an assistant reply falls outside the template's {% generation %} spans"
+            return "render: an assistant reply falls outside the template's {% generation %} spans"
     return None
 
 
@@ -175,9 +175,14 @@ def check_data(recipe: Recipe, name: str, report: Report) -> dict[str, int | Non
     """Check the local datasets of a stage; returns the training rows per source (None: unknown)."""
     stage, src = getattr(recipe, name), recipe.source
     inference, training = chat_template.resolve(recipe.chat_template, src)
+    try:
+        mixture.check_sources(stage, name, src)  # missing paths, test splits trained on
+    except UserError as err:
+        report.errors.append(str(err))
+        return {}
     rows: dict[str, int | None] = {}
     for i, spec in enumerate(stage.datasets):
-        where = f"{src}: {name}.datasets[{i}] ({spec.path})"
+        where = f"{src}: {name}.datasets[{i}]"
         kind, path = mixture.locate(spec)
         if kind == "hub":
             count = PUBLISHED_ROWS.get((spec.path, spec.split))
@@ -185,25 +190,27 @@ def check_data(recipe: Recipe, name: str, report: Report) -> dict[str, int | Non
             report.lines.append(f"  data: {spec.path} {spec.split} is on the Hub: not opened (checks read local "
                                 f"data only){f'; {count:,} rows published' if count else ''}")
             continue
-        if kind == "missing":
-            report.errors.append(f"{where}: path does not exist")
-            continue
         try:
             first, columns, count = _first_rows(path, spec.split, spec)
         except (UserError, ValueError, OSError, IndexError, StopIteration) as err:
-            report.errors.append(f"{where}: cannot read split {spec.split!r}: {err}")
+            report.errors.append(f"{where}: cannot read split {spec.split!r} of {spec.path}: {err}")
             continue
         renames = {ours: theirs for ours, theirs in (spec.columns or {}).items()}
         missing = [c for c in NEEDED_COLUMNS[name] if renames.get(c, c) not in columns]
         if missing:
-            report.errors.append(f"{where}: no {missing[0]!r} column (it has {', '.join(columns)}); map one with "
-                                 f"columns: {{{missing[0]}: <its column>}}")
+            report.errors.append(f"{where}: {spec.path} has no {missing[0]!r} column (it has {', '.join(columns)}); "
+                                 f"map one with columns: {{{missing[0]}: <its column>}}")
             continue
         wanted = [*NEEDED_COLUMNS[name], "prompt"]
         first = [{ours: row.get(renames.get(ours, ours)) for ours in wanted} for row in first]
-        problems = [p for row in first if (p := _row_problem(name, row, training, inference, stage))]
-        if problems:
-            report.errors.append(f"{where}: {len(problems)} of the first {len(first)} rows are unusable: {problems[0]}")
+        problems = [_row_problem(name, row, training, inference, stage) for row in first]
+        rendering = [p for p in problems if p and p.startswith("render: ")]
+        if rendering:  # the template itself is wrong for this data: every row will be
+            report.errors.append(f"{where}: the first rows do not render with the chat template: {rendering[0][8:]}")
+        elif any(problems):
+            dropped = [p for p in problems if p]
+            report.warnings.append(f"{where}: {len(dropped)} of the first {len(first)} rows will be dropped "
+                                   f"({dropped[0]})")
         rows[spec.path] = round(count * spec.weight) if count is not None else None
         report.lines.append(f"  data: {spec.path} {spec.split}: {count if count is not None else '?'} rows, "
                             f"columns ok, first {len(first)} rows render with the {recipe.chat_template[:20]} template")

@@ -102,7 +102,8 @@ class Recipe:
     source: str = "<recipe>"  # the file it came from, for error messages
 
     def stage_dir(self, stage: str) -> Path:
-        return Path(getattr(self, stage).trainer.get("output_dir") or Path(self.output_dir) / stage)
+        section = getattr(self, stage)  # None for a DPO-only recipe asking where SFT would be
+        return Path((section.trainer.get("output_dir") if section else None) or Path(self.output_dir) / stage)
 
 
 # Our defaults where TRL's are wrong for these users; each is written into the resolved recipe.
