@@ -291,7 +291,7 @@ def alternatives(arch: Architecture, recipe: Recipe, name: str, launch: Launch, 
                 change = "" if micro == batch and gpus == hardware.gpus else \
                     f"{name}.per_device_train_batch_size={micro} {name}.gradient_accumulation_steps={accumulation} "
                 found.append(f"{change}with {setup.name} ({setup.source}) on {gpus} x {memory_gib:g} GiB: "
-                             f"{est.total / memory.GIB:.1f} GiB per GPU")
+                             f"{est.total / memory.GIB:.1f} GiB per GPU, global batch {micro * accumulation * gpus}")
                 break
         if len(found) == 2:
             break
