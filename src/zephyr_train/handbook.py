@@ -14,11 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from zephyr_train.chat_template import ZEPHYR
 from zephyr_train.errors import UserError
-from zephyr_train.recipe import apply_override, build_recipe
+from zephyr_train.recipe import apply_override, build_recipe, read_yaml
 
 MODEL_KEYS = {"model_name_or_path": "name_or_path", "model_revision": "revision", "torch_dtype": "dtype",
               "dtype": "dtype", "attn_implementation": "attn_implementation", "trust_remote_code": "trust_remote_code"}
@@ -102,12 +100,7 @@ def to_recipe(raw: dict, stage: str, source: str) -> tuple[dict, list[str]]:
 def load_handbook(path: str | Path, stage: str, overrides: list[str] = ()) -> Any:
     """A Recipe from a handbook config file; overrides use the recipe's names (sft.learning_rate=...)."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    raw = read_yaml(path, "config file not found; pass an alignment-handbook config such as config_full.yaml")
     if not isinstance(raw, dict) or "model_name_or_path" not in raw:
         raise UserError(f"{path}: not an alignment-handbook config (no model_name_or_path); pass recipes as RECIPE")
     recipe, warnings = to_recipe(raw, stage, str(path))

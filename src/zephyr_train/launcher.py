@@ -13,9 +13,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from zephyr_train.errors import UserError
+from zephyr_train.recipe import read_yaml
 from zephyr_train.trainer_fields import _class_fields
 
 DISTRIBUTED_TYPES = ("NO", "MULTI_GPU", "DEEPSPEED", "FSDP", "MULTI_CPU")
@@ -71,12 +70,7 @@ def read(path: str | Path) -> Launch:
     """A Launch from an accelerate config file; UserError on what accelerate would reject or misrun."""
     path = Path(path)
     src = str(path)
-    if not path.is_file():
-        raise UserError(f"{src}: accelerate config not found; see configs/ for one per setup")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise UserError(f"{src}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    raw = read_yaml(path, "accelerate config not found; see configs/ for one per setup")
     unknown = sorted(set(raw) - _accelerate_keys()) if isinstance(raw, dict) else ["<not a mapping>"]
     if unknown:
         raise UserError(f"{src}: accelerate does not know {', '.join(map(str, unknown))}")

@@ -146,19 +146,24 @@ SECRET_VALUE = re.compile(r"\bhf_[A-Za-z0-9]{16,}\b")
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     """Parse, override and validate a recipe file; every problem is a one-line UserError."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: recipe file not found; pass a YAML file such as recipes/smoke.yaml")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}:{where} is not valid YAML ({getattr(err, 'problem', err)})") from None
+    raw = read_yaml(path, "recipe file not found; pass a YAML file such as recipes/smoke.yaml")
     if not isinstance(raw, dict):
         raise UserError(f"{path}: a recipe is a mapping of keys (model, sft, ...), got {type(raw).__name__}")
     for item in overrides:
         apply_override(raw, item, path)
     return build_recipe(raw, str(path))
+
+
+def read_yaml(path: Path, missing: str) -> Any:
+    """A YAML file's content; a missing file (`missing` says what to give) or bad YAML is a one-line UserError."""
+    if not path.is_file():
+        raise UserError(f"{path}: {missing}")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}:{where} is not valid YAML ({getattr(err, 'problem', err)})") from None
 
 
 def apply_override(raw: dict, item: str, source: Path | str) -> None:
