@@ -73,21 +73,37 @@ def rules(recipe: Recipe, launch: Launch, hardware: Hardware, arch: Architecture
 
 def _stage_rules(recipe: Recipe, name: str, launch: Launch, hardware: Hardware, arch: Architecture | None,
                  report: Report) -> None:
-    src, stage = recipe.source, getattr(recipe, name)
-    args = stage.trainer
-    if args.get("bf16") and (hardware.bf16 is False):
+    _precision_rules(recipe, name, launch, hardware, report)
+    _objective_rules(recipe, name, report)
+    _length_rules(recipe, name, arch, report)
+
+
+def _precision_rules(recipe: Recipe, name: str, launch: Launch, hardware: Hardware, report: Report) -> None:
+    src, bf16 = recipe.source, getattr(recipe, name).trainer.get("bf16")
+    if bf16 and hardware.bf16 is False:
         report.errors.append(f"{src}: {name}.bf16 is on but the {hardware.name} has no bfloat16; set {name}.bf16=false "
                              f"{name}.fp16=true and model.dtype=float16, or use an Ampere or newer GPU")
-    if args.get("bf16") and launch.on_cpu:
+    if bf16 and launch.on_cpu:
         report.warnings.append(f"{src}: {name}.bf16 on a CPU launch ({launch.source}) runs several times slower "
                                "than fp32")
+    if memory.pure_low_precision(recipe, name, launch):
+        report.warnings.append(
+            f"{src}: {name} fine-tunes {recipe.model.dtype} weights fully with no fp32 master copy ({launch.name}): "
+            "AdamW updates smaller than bf16's precision are lost; launch with a DeepSpeed or FSDP config "
+            "(configs/deepspeed_zero3.yaml) or set model.dtype=float32")
+
+
+def _objective_rules(recipe: Recipe, name: str, report: Report) -> None:
+    """The loss can learn something: template spans, beta, learning rate, an eval set when one is asked for."""
+    src, stage = recipe.source, getattr(recipe, name)
+    args = stage.trainer
     if name == "sft":
         _, training = chat_template.resolve(recipe.chat_template, src)
         try:
             chat_template.check_trainable(training, args.get("assistant_only_loss", False), src)
         except UserError as err:
             report.errors.append(str(err))
-    if name == "dpo" and (args.get("beta") if args.get("beta") is not None else 0.1) <= 0:
+    if name == "dpo" and args.get("beta", 0.1) <= 0:
         report.errors.append(f"{src}: dpo.beta must be > 0 (Zephyr used 0.1; the current public recipe 0.01)")
     lr = args.get("learning_rate")
     low, high = LR_RANGES[(name, stage.lora is not None)]
@@ -100,20 +116,18 @@ def _stage_rules(recipe: Recipe, name: str, launch: Launch, hardware: Hardware, 
         report.errors.append(f"{src}: {name}.eval_strategy asks for evaluation but {name} has no eval section; add "
                              f"{name}.eval.split (e.g. {'test_sft' if name == 'sft' else 'test_prefs'}) or set "
                              f"{name}.eval_strategy=no")
-    max_length = args.get("max_length")
+
+
+def _length_rules(recipe: Recipe, name: str, arch: Architecture | None, report: Report) -> None:
+    src, stage = recipe.source, getattr(recipe, name)
+    max_length, prompt = stage.trainer.get("max_length"), stage.max_prompt_length
     if arch is not None and max_length and max_length > arch.max_position_embeddings:
         report.errors.append(f"{src}: {name}.max_length {max_length} is above the model's context of "
                              f"{arch.max_position_embeddings} tokens")
-    if memory.pure_low_precision(recipe, name, launch):
-        report.warnings.append(
-            f"{src}: {name} fine-tunes {recipe.model.dtype} weights fully with no fp32 master copy ({launch.name}): "
-            "AdamW updates smaller than bf16's precision are lost; launch with a DeepSpeed or FSDP config "
-            "(configs/deepspeed_zero3.yaml) or set model.dtype=float32")
-    prompt = stage.max_prompt_length
     if prompt is not None and (max_length is None or prompt >= max_length):
         report.errors.append(f"{src}: {name}.max_prompt_length {prompt} must be below {name}.max_length "
                              f"{max_length}, or no answer token is left to compare (public recipe: 512 of 1024)")
-    if prompt is not None and args.get("precompute_ref_log_probs"):
+    if prompt is not None and stage.trainer.get("precompute_ref_log_probs"):
         report.errors.append(f"{src}: {name}.max_prompt_length cuts prompts after TRL precomputes the reference "
                              f"log-probs; drop one of max_prompt_length and precompute_ref_log_probs")
 
@@ -121,7 +135,7 @@ def _stage_rules(recipe: Recipe, name: str, launch: Launch, hardware: Hardware, 
 # --- data ----------------------------------------------------------------------------------------
 
 
-def _first_rows(path: Path, split: str, spec: Any) -> tuple[list[dict], list[str], int | None]:
+def _first_rows(path: Path, split: str) -> tuple[list[dict], list[str], int | None]:
     """(first rows, columns, row count or None) of a local split, read without loading it whole."""
     if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
         import datasets
@@ -191,7 +205,7 @@ def check_data(recipe: Recipe, name: str, report: Report) -> dict[str, int | Non
                                 f"data only){f'; {count:,} rows published' if count else ''}")
             continue
         try:
-            first, columns, count = _first_rows(path, spec.split, spec)
+            first, columns, count = _first_rows(path, spec.split)
         except (UserError, ValueError, OSError, IndexError, StopIteration) as err:
             report.errors.append(f"{where}: cannot read split {spec.split!r} of {spec.path}: {err}")
             continue
@@ -353,7 +367,8 @@ def check(recipe: Recipe, launch: Launch | None = None, hardware: Hardware | Non
     size = "" if arch is None else f"{arch.params / 1e9:.2f}B" if arch.params >= 1e9 else f"{arch.params / 1e6:.1f}M"
     report.lines.append(f"model: {name}: " + (f"{size} parameters ({where}), context {arch.max_position_embeddings}"
                                               if arch else "architecture unknown offline"))
-    report.lines.append(f"launch: {launch.name} ({launch.source}), {hardware.gpus} GPU(s)"
+    report.lines.append(f"launch: {launch.name} ({launch.source}), {hardware.gpus} "
+                        f"{'CPU process(es)' if launch.on_cpu else 'GPU(s)'}"
                         + (f" x {hardware.memory_gib:g} GiB" if hardware.memory_gib else ""))
     for name in stages:
         if getattr(recipe, name) is None:
@@ -371,6 +386,13 @@ def before_stage(recipe: Recipe, stages: tuple[str, ...]) -> None:
     report = check(recipe, launcher.from_env(), estimate=False, stages=stages)
     if report.errors:
         raise UserError(report.errors[0])
+    bf16 = [name for name in stages if getattr(recipe, name) and getattr(recipe, name).trainer.get("bf16")]
+    if bf16:  # torch loads here only when the recipe asks for bf16, and only once the rules passed
+        import torch
+
+        if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+            raise UserError(f"{recipe.source}: {bf16[0]}.bf16 is on but {torch.cuda.get_device_name()} has no "
+                            f"bfloat16; set {bf16[0]}.bf16=false {bf16[0]}.fp16=true model.dtype=float16")
     if os.environ.get("RANK", "0") == "0":
         for warning in report.warnings:
             print(f"zephyr-train: warning: {warning}")
