@@ -206,6 +206,9 @@ def test_local_data_columns_roles_and_rendering(tmp_path):
     found = errors(SMOKE, [f"sft.datasets.0.path={tmp_path / 'cols'}", "sft.eval=null", "dpo=null"])
     assert any("has no 'messages' column" in e and "map one with columns" in e for e in found), found
 
+    found = errors(SMOKE, [f"sft.datasets.0.path={tmp_path / 'ok'}", "dpo=null"])  # eval: test_sft, absent
+    assert any("no eval split 'test_sft'" in e for e in found), found
+
     found = errors(SMOKE, ["sft.datasets.0.split=test_sft"])
     assert any("an official test split" in e for e in found), found
 

@@ -67,7 +67,7 @@ def _load(args: argparse.Namespace, stage: str):
     if args.config and args.recipe and "=" in args.recipe:  # `--config FILE key=value`: no RECIPE
         args.recipe, args.overrides = None, [args.recipe, *args.overrides]
     if (args.recipe is None) == (args.config is None):
-        raise UserError(f"{stage}: give a RECIPE or --config FILE (an alignment-handbook config), not both")
+        raise UserError(f"{stage}: give one of RECIPE or --config FILE (an alignment-handbook config)")
     if args.config:
         from zephyr_train.handbook import load_handbook
 

@@ -98,8 +98,9 @@ def activation_bytes(arch: Architecture, tokens: int, act_bytes: int, checkpoint
 
 
 def estimate(arch: Architecture, recipe: Recipe, stage_name: str, launch: Launch, gpus: int,
-             batch: int | None = None) -> Estimate:
-    """Bytes per GPU for `stage_name` of `recipe` run as `launch` on `gpus` GPUs (batch overrides the recipe's)."""
+             batch: int | None = None, checkpointing: bool | None = None) -> Estimate:
+    """Bytes per GPU for `stage_name` of `recipe` run as `launch` on `gpus` GPUs; `batch` and
+    `checkpointing` replace the recipe's per-GPU batch and gradient checkpointing."""
     stage = getattr(recipe, stage_name)
     args = stage.trainer
     dtype = DTYPE_BYTES.get(recipe.model.dtype, 2)
@@ -140,7 +141,9 @@ def estimate(arch: Architecture, recipe: Recipe, stage_name: str, launch: Launch
     seq = args.get("max_length") or 1024
     micro = batch or args.get("per_device_train_batch_size") or 8
     tokens = micro * seq * (2 if stage_name == "dpo" else 1)  # DPO: chosen and rejected together
-    hidden, logits = activation_bytes(arch, tokens, act_bytes, bool(args.get("activation_checkpointing")),
+    if checkpointing is None:
+        checkpointing = bool(args.get("activation_checkpointing"))
+    hidden, logits = activation_bytes(arch, tokens, act_bytes, checkpointing,
                                       recipe.model.attn_implementation == "eager", seq)
     est.parts["activations"] = hidden
     est.parts["logits"] = logits

@@ -225,6 +225,12 @@ def check_data(recipe: Recipe, name: str, report: Report) -> dict[str, int | Non
             dropped = [p for p in problems if p]
             report.warnings.append(f"{where}: {len(dropped)} of the first {len(first)} rows will be dropped "
                                    f"({dropped[0]})")
+        if stage.eval is not None and stage.eval.split:
+            try:
+                _first_rows(path, stage.eval.split)
+            except (UserError, ValueError, OSError, IndexError, StopIteration) as err:
+                report.errors.append(f"{where}: no eval split {stage.eval.split!r} ({err}); set {name}.eval.split "
+                                     f"to one it has, or {name}.eval.fraction to carve one from train")
         rows[spec.path] = round(count * spec.weight) if count is not None else None
         report.lines.append(f"  data: {spec.path} {spec.split}: {count if count is not None else '?'} rows, "
                             f"columns ok, first {len(first)} rows render with the {recipe.chat_template[:20]} template")
@@ -335,6 +341,11 @@ def plan(recipe: Recipe, arch: Architecture | None, launch: Launch, hardware: Ha
         return
     est = memory.estimate(arch, recipe, name, launch, gpus)
     report.lines.append(f"  memory ({launch.name}, GiB): {est.describe()}{_fit(est, hardware)}")
+    on = bool(args.get("activation_checkpointing"))
+    other = memory.estimate(arch, recipe, name, launch, gpus, checkpointing=not on)
+    report.lines.append(f"  gradient checkpointing is {'on' if on else 'off'}; {'off' if on else 'on'}: activations "
+                        f"{other.parts['activations'] / memory.GIB:.1f} GiB, {other.total / memory.GIB:.1f} GiB per GPU"
+                        + (f" (set {name}.gradient_checkpointing=true)" if not on and other.total < est.total else ""))
     if hardware.memory_gib is not None:
         fits = est.total <= hardware.memory_gib * memory.GIB
         report.fits = fits if report.fits is None else report.fits and fits
