@@ -270,3 +270,10 @@ def test_gpu_config_on_a_cpu_machine_stops(tmp_path):
     assert "zephyr-train: error: launched with a GPU config (accelerate launch) but this machine has no CUDA GPU" \
         in run.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_slurm_example_is_valid_bash_and_uses_the_multi_node_config():
+    script = ROOT / "configs" / "slurm_multi_node.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    text = script.read_text()
+    assert "configs/multi_node.yaml" in text and "--machine_rank" in text and "--main_process_ip" in text
