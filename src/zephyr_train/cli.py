@@ -60,23 +60,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace, stage: str):
-    """The recipe from RECIPE or from a handbook --config, checked by the preflight's rules and data checks."""
-    from zephyr_train.recipe import load_recipe
+def _load(args: argparse.Namespace, command: str):
+    """The recipe from RECIPE or from a handbook --config, through the preflight's rules and data checks
+    (every stage for `run`: a DPO mistake must not wait for SFT to finish)."""
+    from zephyr_train.recipe import STAGES, load_recipe
 
-    if args.config and args.recipe and "=" in args.recipe:  # `--config FILE key=value`: no RECIPE
+    config = getattr(args, "config", None)
+    if config and args.recipe and "=" in args.recipe:  # `--config FILE key=value`: no RECIPE
         args.recipe, args.overrides = None, [args.recipe, *args.overrides]
-    if (args.recipe is None) == (args.config is None):
-        raise UserError(f"{stage}: give one of RECIPE or --config FILE (an alignment-handbook config)")
-    if args.config:
+    if (args.recipe is None) == (config is None):
+        raise UserError(f"{command}: give one of RECIPE or --config FILE (an alignment-handbook config)")
+    if config:
         from zephyr_train.handbook import load_handbook
 
-        recipe = load_handbook(args.config, stage, args.overrides)
+        recipe = load_handbook(config, command, args.overrides)
     else:
         recipe = load_recipe(args.recipe, args.overrides)
     from zephyr_train.preflight import before_stage
 
-    before_stage(recipe, (stage,))
+    before_stage(recipe, STAGES if command == "run" else (command,))
     return recipe
 
 
@@ -97,12 +99,7 @@ def _dpo(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from zephyr_train.recipe import STAGES, load_recipe
-
-    recipe = load_recipe(args.recipe, args.overrides)
-    from zephyr_train.preflight import before_stage
-
-    before_stage(recipe, STAGES)  # every stage now: a DPO mistake must not wait for SFT to finish
+    recipe = _load(args, "run")
     from zephyr_train.pipeline import run_pipeline
 
     run_pipeline(recipe, args.overrides, force=args.force)
