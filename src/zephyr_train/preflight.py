@@ -378,15 +378,19 @@ def check(recipe: Recipe, launch: Launch | None = None, hardware: Hardware | Non
     size = "" if arch is None else f"{arch.params / 1e9:.2f}B" if arch.params >= 1e9 else f"{arch.params / 1e6:.1f}M"
     report.lines.append(f"model: {name}: " + (f"{size} parameters ({where}), context {arch.max_position_embeddings}"
                                               if arch else "architecture unknown offline"))
-    report.lines.append(f"launch: {launch.name} ({launch.source}), {hardware.gpus} "
+    shown = "" if launch.source == "<none>" else f" ({launch.source})"
+    report.lines.append(f"launch: {launch.name}{shown}, {hardware.gpus} "
                         f"{'CPU process(es)' if launch.on_cpu else 'GPU(s)'}"
                         + (f" x {hardware.memory_gib:g} GiB" if hardware.memory_gib else ""))
     for name in stages:
         if getattr(recipe, name) is None:
             continue
+        mark = len(report.lines)
         rows = check_data(recipe, name, report) if data else {}
+        data_lines, report.lines[mark:] = report.lines[mark:], []
         if estimate:
             plan(recipe, arch, launch, hardware, rows, name, report)
+        report.lines[mark + 1:mark + 1] = data_lines  # under the stage's heading line
     return report
 
 
