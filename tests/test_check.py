@@ -277,3 +277,13 @@ def test_slurm_example_is_valid_bash_and_uses_the_multi_node_config():
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     text = script.read_text()
     assert "configs/multi_node.yaml" in text and "--machine_rank" in text and "--main_process_ip" in text
+
+
+@pytest.mark.parametrize("recipe", [p for p in RECIPES if p.parent.name == "zephyr-7b-beta"], ids=lambda p: p.stem)
+def test_7b_recipes_run_on_local_curated_data(capsys, recipe):
+    """What `zephyr-train data` writes (a directory of {split}.jsonl in the public schemas) plugs in by path."""
+    samples = ROOT / "src" / "zephyr_train" / "sample_data_files"
+    code, out = check(capsys, recipe, f"sft.datasets.0.path={samples / 'ultrachat'}",
+                      f"dpo.datasets.0.path={samples / 'ultrafeedback'}")
+    assert code == 0, out
+    assert out.count("columns ok, first 5 rows render") == 2 and "on the Hub" not in out
