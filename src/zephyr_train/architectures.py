@@ -27,15 +27,20 @@ class Architecture:
     vocab_size: int
     max_position_embeddings: int
     tie_word_embeddings: bool = False
+    head_dim: int | None = None  # when not hidden / heads (e.g. Mistral-Nemo)
+
+    @property
+    def q_size(self) -> int:
+        return (self.head_dim or self.hidden_size // self.num_attention_heads) * self.num_attention_heads
 
     @property
     def kv_size(self) -> int:
-        return self.hidden_size // self.num_attention_heads * self.num_key_value_heads
+        return self.q_size // self.num_attention_heads * self.num_key_value_heads
 
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
         """(in, out) of each projection in one layer, by the module names LoRA targets."""
-        h, kv, i = self.hidden_size, self.kv_size, self.intermediate_size
-        return {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
+        h, q, kv, i = self.hidden_size, self.q_size, self.kv_size, self.intermediate_size
+        return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
                 "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
 
     @property
@@ -72,6 +77,7 @@ def from_config(config: dict) -> Architecture | None:
     try:
         values = {name: config[name] for name in _FIELDS if name in config}
         values.setdefault("num_key_value_heads", config["num_attention_heads"])
+        values["tie_word_embeddings"] = bool(values.get("tie_word_embeddings"))
         return Architecture(**values)
     except (KeyError, TypeError):
         return None
