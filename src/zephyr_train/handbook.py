@@ -33,6 +33,20 @@ IGNORED = {"overwrite_output_dir", "dataset_configs", "truncation_side", "auto_i
            "text_column", "lora_task_type", "use_rslora", "use_dora", "bnb_4bit_compute_dtype"}
 
 
+def renders_like_zephyr(template: str) -> bool:
+    """Whether `template` is the public Zephyr one, spelled however: same text for a probe conversation."""
+    from jinja2 import TemplateError
+
+    from zephyr_train.preflight import render
+
+    probe = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"},
+             {"role": "assistant", "content": "A"}, {"role": "user", "content": "V"}]
+    try:
+        return render(template, probe)[0] == render(ZEPHYR, probe)[0]
+    except (TemplateError, TypeError, KeyError):  # not Zephyr; the recipe's own checks report what is wrong
+        return False
+
+
 def _datasets(raw: dict, stage: str, source: str) -> tuple[list[dict], dict | None]:
     """(datasets, eval) from `dataset_mixer` + `dataset_splits`, `dataset_mixture`, or `dataset_name`."""
     default = ["train_sft", "test_sft"] if stage == "sft" else ["train_prefs", "test_prefs"]
@@ -76,7 +90,7 @@ def to_recipe(raw: dict, stage: str, source: str) -> tuple[dict, list[str]]:
     if evaluation:
         section["eval"] = evaluation
     template = raw.pop("chat_template", None)
-    if template is not None and template.strip() == ZEPHYR.strip():
+    if template is not None and renders_like_zephyr(template):
         template = "zephyr"  # the public Zephyr template: our training twin marks the assistant spans
     elif template is not None and "generation" not in template and "assistant_only_loss" not in raw and stage == "sft":
         section["assistant_only_loss"] = False
