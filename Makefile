@@ -34,3 +34,51 @@ lint: install
 
 clean:
 	rm -rf runs .pytest_cache
+
+# ==== GPU box: Zephyr-7B-beta recipes (issue 6; keep this block at the end) ===========================
+# make zephyr-7b-beta-qlora                 SFT then DPO with the recipe's default accelerate config
+# make zephyr-7b-beta-full-sft GPUS=4       one stage, 4 processes
+# make zephyr-7b-beta-full ACCELERATE_CONFIG=configs/fsdp.yaml OVERRIDES="sft.learning_rate=1e-5"
+# make zephyr-7b-beta-qlora LOCAL_DATA=1    on the curated data `make data` wrote to $(DATA_DIR)
+# Each target first runs `zephyr-train check` (GPU_MEMORY=80 adds the memory verdict), then launches.
+GPUS ?=
+ACCELERATE_CONFIG ?=
+OVERRIDES ?=
+GPU_MEMORY ?=
+LOCAL_DATA ?=
+DATA_DIR ?= data
+ULTRACHAT_SOURCE ?= stingning/ultrachat
+ULTRAFEEDBACK_SOURCE ?= openbmb/UltraFeedback
+
+zephyr_overrides = $(if $(LOCAL_DATA),sft.datasets.0.path=$(DATA_DIR)/ultrachat dpo.datasets.0.path=$(DATA_DIR)/ultrafeedback) $(OVERRIDES)
+# $(1) default accelerate config, $(2) command (run, sft, dpo), $(3) recipe name
+zephyr_check = $(BIN)/zephyr-train check recipes/zephyr-7b-beta/$(3).yaml $(zephyr_overrides) --accelerate-config $(or $(ACCELERATE_CONFIG),$(1)) $(if $(GPUS),--gpus $(GPUS)) $(if $(GPU_MEMORY),--gpu-memory $(GPU_MEMORY))
+zephyr_launch = $(BIN)/accelerate launch --config_file $(or $(ACCELERATE_CONFIG),$(1)) $(if $(GPUS),--num_processes $(GPUS)) -m zephyr_train $(2) recipes/zephyr-7b-beta/$(3).yaml $(zephyr_overrides)
+
+# $(1) recipe name, $(2) its default accelerate config
+define zephyr_targets
+.PHONY: zephyr-7b-beta-$(1) zephyr-7b-beta-$(1)-sft zephyr-7b-beta-$(1)-dpo
+zephyr-7b-beta-$(1): install
+	$$(call zephyr_check,$(2),run,$(1))
+	$$(call zephyr_launch,$(2),run,$(1))
+zephyr-7b-beta-$(1)-sft: install
+	$$(call zephyr_check,$(2),sft,$(1))
+	$$(call zephyr_launch,$(2),sft,$(1))
+zephyr-7b-beta-$(1)-dpo: install
+	$$(call zephyr_check,$(2),dpo,$(1))
+	$$(call zephyr_launch,$(2),dpo,$(1))
+endef
+$(eval $(call zephyr_targets,full,configs/deepspeed_zero3.yaml))
+$(eval $(call zephyr_targets,full-paper-dpo,configs/deepspeed_zero3.yaml))
+# LoRA and QLoRA: one GPU unless GPUS asks for more (then DDP, a whole 4-bit copy per GPU)
+per_gpu_config = $(if $(filter-out 1,$(GPUS)),configs/multi_gpu.yaml,configs/single_gpu.yaml)
+$(eval $(call zephyr_targets,lora,$$(per_gpu_config)))
+$(eval $(call zephyr_targets,qlora,$$(per_gpu_config)))
+
+.PHONY: install-gpu data
+install-gpu: install  # DeepSpeed and FlashAttention-2 for the full and LoRA recipes
+	$(BIN)/pip install -e ".[deepspeed,flash-attn]"
+
+data: install  # curated ultrachat_200k- and ultrafeedback_binarized-style datasets in $(DATA_DIR)
+	$(BIN)/zephyr-train data ultrachat --source $(ULTRACHAT_SOURCE) --out $(DATA_DIR)/ultrachat
+	$(BIN)/zephyr-train data ultrafeedback --source $(ULTRAFEEDBACK_SOURCE) --out $(DATA_DIR)/ultrafeedback

@@ -117,3 +117,11 @@ def test_run_never_clears_a_directory_it_did_not_make(tmp_path):
     (out / "sft" / "notes.txt").write_text("keep me")
     assert_user_error(cli("run", str(SMOKE), f"output_dir={out}"), "is not empty and was not made by zephyr-train")
     assert (out / "sft" / "notes.txt").read_text() == "keep me"
+
+
+def test_preflight_runs_before_every_stage(tmp_path):
+    """`run` checks the DPO stage before SFT starts; `sft` checks its rules before the model loads."""
+    assert_user_error(cli("run", str(SMOKE), f"output_dir={tmp_path}", "dpo.beta=0"), "dpo.beta must be > 0")
+    assert_user_error(cli("sft", str(SMOKE), f"output_dir={tmp_path}", "sft.eval=null", "sft.eval_strategy=steps"),
+                      "sft.eval_strategy asks for evaluation but sft has no eval section")
+    assert not any(tmp_path.iterdir())

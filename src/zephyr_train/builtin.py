@@ -33,6 +33,7 @@ MODELS: dict[str, dict[str, Any]] = {
     "tiny-mistral-100m": {"hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 8,
                           "num_attention_heads": 8, "num_key_value_heads": 2, "vocab_size": 4096},
 }
+MAX_POSITIONS = 4096  # context length of the built-in models
 SEED = 1234
 BUILD_VERSION = 1  # bump when the build recipe changes, so caches are rebuilt
 
@@ -109,7 +110,7 @@ def _build(key: str, target: Path) -> None:
 
     dims = MODELS[key]
     tokenizer = build_tokenizer(dims["vocab_size"])
-    config = MistralConfig(**{**dims, "vocab_size": len(tokenizer)}, max_position_embeddings=4096,
+    config = MistralConfig(**{**dims, "vocab_size": len(tokenizer)}, max_position_embeddings=MAX_POSITIONS,
                            sliding_window=4096, rope_theta=10000.0, tie_word_embeddings=False,
                            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                            pad_token_id=tokenizer.pad_token_id)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zephyr_train import chat_template, checkpoints, hub, merge, mixture, modeling, stage, tracking
+from zephyr_train import chat_template, checkpoints, hub, merge, mixture, modeling, prompt_length, stage, tracking
 from zephyr_train.errors import UserError
 from zephyr_train.recipe import Recipe
 
@@ -140,6 +140,8 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False) 
                          processing_class=tokenizer, peft_config=modeling.lora_config(spec.lora),
                          callbacks=callbacks)
     tokenizer.chat_template = inference_template
+    if spec.max_prompt_length:
+        prompt_length.cut_trainer_prompts(trainer, spec.max_prompt_length, tokenizer.bos_token_id)
 
     # 5. Held-out figures before, train, after; save.
     before = held_out(trainer) if evaluation is not None and start.resume is None else {}

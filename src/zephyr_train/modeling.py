@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from zephyr_train import builtin
+from zephyr_train import builtin, launcher
 from zephyr_train.errors import UserError
 from zephyr_train.recipe import Lora, ModelSpec
 
@@ -92,7 +92,8 @@ def load_model(location: str, spec: ModelSpec) -> Any:
         from accelerate import PartialState
 
         kwargs["quantization_config"] = quant
-        kwargs["device_map"] = {"": PartialState().device}  # each process holds its own quantized copy
+        if not launcher.shards_model():  # FSDP/ZeRO-3 place the shards themselves
+            kwargs["device_map"] = {"": PartialState().device}  # each process holds its own quantized copy
     return AutoModelForCausalLM.from_pretrained(location, **kwargs)
 
 

@@ -89,6 +89,7 @@ class Stage:
     datasets: list[DatasetSpec] = field(default_factory=list)
     eval: EvalSpec | None = None
     lora: Lora | None = None
+    max_prompt_length: int | None = None  # dpo: prompts cut to their last N tokens (TRL 1.16 has no such field)
     trainer: dict[str, Any] = field(default_factory=dict)  # TRL config fields, by their TRL names
 
 
@@ -115,7 +116,8 @@ class Recipe:
     source: str = "<recipe>"  # the file it came from, for error messages
 
     def stage_dir(self, stage: str) -> Path:
-        return Path(getattr(self, stage).trainer.get("output_dir") or Path(self.output_dir) / stage)
+        section = getattr(self, stage)  # None for a DPO-only recipe asking where SFT would be
+        return Path((section.trainer.get("output_dir") if section else None) or Path(self.output_dir) / stage)
 
 
 # Our defaults where TRL's are wrong for these users; each is written into the resolved recipe.
@@ -158,19 +160,24 @@ SECRET_VALUE = re.compile(r"\bhf_[A-Za-z0-9]{16,}\b")
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     """Parse, override and validate a recipe file; every problem is a one-line UserError."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: recipe file not found; pass a YAML file such as recipes/smoke.yaml")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}:{where} is not valid YAML ({getattr(err, 'problem', err)})") from None
+    raw = read_yaml(path, "recipe file not found; pass a YAML file such as recipes/smoke.yaml")
     if not isinstance(raw, dict):
         raise UserError(f"{path}: a recipe is a mapping of keys (model, sft, ...), got {type(raw).__name__}")
     for item in overrides:
         apply_override(raw, item, path)
     return build_recipe(raw, str(path))
+
+
+def read_yaml(path: Path, missing: str) -> Any:
+    """A YAML file's content; a missing file (`missing` says what to give) or bad YAML is a one-line UserError."""
+    if not path.is_file():
+        raise UserError(f"{path}: {missing}")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}:{where} is not valid YAML ({getattr(err, 'problem', err)})") from None
 
 
 def apply_override(raw: dict, item: str, source: Path | str) -> None:
@@ -248,7 +255,7 @@ def _build_stage(name: str, raw: Any, source: str) -> Stage:
     if not isinstance(raw, dict):
         raise UserError(f"{source}: {name} must be a mapping (datasets, lora, trainer fields), got {raw!r}")
     fields = trainer_fields(name)
-    own = {"datasets", "eval", "lora"}
+    own = {"datasets", "eval", "lora"} | ({"max_prompt_length"} if name == "dpo" else set())
     stage = Stage(trainer=dict(STAGE_DEFAULTS[name]))
     for key, value in raw.items():
         if key in own:
@@ -274,6 +281,11 @@ def _build_stage(name: str, raw: Any, source: str) -> Stage:
         stage.eval = _build(EvalSpec, raw["eval"], source, f"{name}.eval.")
     if raw.get("lora") is not None:
         stage.lora = _build(Lora, raw["lora"], source, f"{name}.lora.")
+    if raw.get("max_prompt_length") is not None:
+        try:
+            stage.max_prompt_length = coerce(raw["max_prompt_length"], "int")
+        except ValueError as err:
+            raise UserError(f"{source}: {name}.max_prompt_length {err}") from None
     return stage
 
 
@@ -356,6 +368,8 @@ def to_dict(recipe: Recipe) -> dict[str, Any]:
         stage = getattr(recipe, name)
         if stage is not None:
             body = dataclasses.asdict(stage)
+            if body["max_prompt_length"] is None:  # dpo only; absent keeps older fingerprints
+                del body["max_prompt_length"]
             out[name] = {**body.pop("trainer"), **body}
     if recipe.hub is not None:
         out["hub"] = dataclasses.asdict(recipe.hub)
