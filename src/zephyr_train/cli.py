@@ -45,7 +45,37 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("recipe", help="YAML recipe, e.g. recipes/smoke.yaml")
     run.add_argument("overrides", nargs="*", metavar="key=value", help="override recipe keys, dotted for nesting")
     run.add_argument("--force", action="store_true", help="run every stage again from scratch")
+    _add_data_parser(commands)
     return parser
+
+
+def _add_data_parser(commands: argparse._SubParsersAction) -> None:
+    data = commands.add_parser("data", allow_abbrev=False, help="build the Zephyr SFT / DPO datasets from raw data",
+                               description="Curate raw UltraChat or UltraFeedback into a DatasetDict that a recipe "
+                               "names as a local dataset; a report of every rule is saved beside it.")
+    kinds = data.add_subparsers(dest="dataset", required=True, metavar="DATASET")
+    chat = kinds.add_parser("ultrachat", allow_abbrev=False, help="filtered UltraChat SFT set (ultrachat_200k schema)")
+    feedback = kinds.add_parser("ultrafeedback", allow_abbrev=False,
+                                help="binarized UltraFeedback preference pairs (ultrafeedback_binarized schema)")
+    for kind, size, test_size in ((chat, 200_000, 0.1), (feedback, None, 2000)):
+        kind.add_argument("--source", required=True, help="Hub dataset id, .jsonl/.json/.parquet file(s) or glob, "
+                          "or a directory saved by datasets")
+        kind.add_argument("--out", required=True, help="directory to save the DatasetDict to")
+        kind.add_argument("--split", default="train", help="split of the source to read (default: train)")
+        kind.add_argument("--size", type=int, default=size,
+                          help=f"keep at most this many rows, test split included, seeded (default: {size or 'all'})")
+        kind.add_argument("--test-size", type=float, default=test_size,
+                          help=f"test split: a fraction below 1 or a number of rows (default: {test_size:g})")
+        kind.add_argument("--seed", type=int, default=42, help="seed of the sampling and the split (default: 42)")
+        kind.add_argument("--num-proc", type=int, default=1, help="worker processes for the per-row rules")
+        kind.add_argument("--parquet", action="store_true", help="also write DIR/parquet/{split}.parquet")
+        kind.add_argument("--push-to-hub", metavar="REPO", help="upload as this dataset repo (token: HF_TOKEN)")
+        kind.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    chat.add_argument("--disclaimers", metavar="FILE",
+                      help="regular expressions (one a line) of AI disclaimers to remove; default: the built-in list")
+    feedback.add_argument("--score", choices=("mean", "overall"), default="mean",
+                          help="rank completions by the mean of the aspect ratings (paper) or by overall_score")
+    feedback.add_argument("--drop-truthfulqa", action="store_true", help="leave out TruthfulQA-sourced prompts")
 
 
 def _sft(args: argparse.Namespace) -> int:
@@ -78,14 +108,21 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"sft": _sft, "dpo": _dpo, "run": _run}
+def _data(args: argparse.Namespace) -> int:
+    from zephyr_train.curation import run_command
+
+    run_command(args)
+    return 0
+
+
+COMMANDS = {"sft": _sft, "dpo": _dpo, "run": _run, "data": _data}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # overrides may follow options (`sft r.yaml --overwrite sft.seed=1`); argparse leaves those over
-    unknown = [item for item in extra if item.startswith("-") or "=" not in item]
+    unknown = [item for item in extra if item.startswith("-") or "=" not in item or args.command == "data"]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if extra:
