@@ -7,7 +7,8 @@ Per dialogue, in order (each counted in the report):
 2. truecased: sentence-initial lowercase letters and a lone "i" fixed (`truecase.py`).
 3. no AI disclaimer: dialogues whose assistant turns say they lack feelings, opinions or personal
    experience, or "As an AI language model ...", are removed, as for ultrachat_200k. The patterns
-   are `DISCLAIMERS` (case-insensitive regular expressions); `--disclaimers FILE` replaces them.
+   are `DISCLAIMERS`, regular expressions matched case-insensitively anywhere in an assistant
+   turn; `--disclaimers FILE` replaces them.
 Then the engine (`curation.py`) drops duplicate prompts, samples `--size` dialogues (seeded) and
 splits off `--test-size` of them. Output columns: `prompt` (the first user turn), `prompt_id`
 (SHA-256 hex of the prompt), `messages`; `train_gen`/`test_gen` hold only the prompt message.
@@ -56,7 +57,10 @@ def load_disclaimers(path: str | None) -> list[str]:
 
 
 def compile_disclaimers(patterns: list[str]) -> re.Pattern | None:
-    return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE) if patterns else None
+    """One pattern for all, matched against lowercased turns (much faster than re.IGNORECASE), so the
+    patterns' own letters are lowercased too, escapes such as \\S or \\W excepted."""
+    lowered = [re.sub(r"(?<!\\)[A-Z]", lambda m: m.group(0).lower(), p) for p in patterns]
+    return re.compile("|".join(f"(?:{p})" for p in lowered)) if patterns else None
 
 
 def process(row: dict, options: dict) -> tuple[str, Any, Any]:
@@ -79,7 +83,7 @@ def process(row: dict, options: dict) -> tuple[str, Any, Any]:
         changes.append((TRUECASED, _diff(turns[changed], cased[changed])))
     disclaimers = options["_disclaimer_regex"]
     for t in cased[1::2] if disclaimers else ():
-        found = disclaimers.search(t)
+        found = disclaimers.search(t.lower())
         if found:
             return "drop", DISCLAIMER, example(t[max(0, found.start() - 60):found.end() + 60])
     messages = [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(cased)]
@@ -88,7 +92,10 @@ def process(row: dict, options: dict) -> tuple[str, Any, Any]:
 
 def _diff(before: str, after: str) -> str:
     """'...before...' -> '...after...' around the first changed character."""
-    at = next(i for i, (a, b) in enumerate(zip(before, after, strict=False)) if a != b)
+    at = 0
+    while before[at:at + 256] == after[at:at + 256]:  # compare in blocks: a char loop is slow on long turns
+        at += 256
+    at = next(i for i in range(at, at + 256) if before[i] != after[i])
     lo = max(0, at - 50)
     return f"{example(before[lo:at + 50])!r} -> {example(after[lo:at + 50])!r}"
 

@@ -232,6 +232,10 @@ def plan_splits(priorities: list[int], size: int | None, test_size: float) -> tu
     return order[:n_test].tolist(), order[n_test:total].tolist()
 
 
+def prompt_messages(prompts: list[str]) -> dict[str, list]:
+    return {"messages": [[{"content": prompt, "role": "user"}] for prompt in prompts]}
+
+
 def build_splits(kind: Kind, arrow_path: Path, test: list[int], train: list[int], content: str) -> Any:
     """The DatasetDict; fingerprints hash the kept content and each split's rows, so they are reproducible."""
     import datasets
@@ -244,8 +248,8 @@ def build_splits(kind: Kind, arrow_path: Path, test: list[int], train: list[int]
            for name, indices in ((kind.splits[0], train), (kind.splits[1], test))}
     for suffix in kind.also:
         for base, indices, name in ((kind.splits[0], train, f"train_{suffix}"), (kind.splits[1], test, f"test_{suffix}")):
-            if suffix == "gen":  # the prompts to generate completions from
-                out[name] = out[base].map(lambda m: {"messages": m[:1]}, input_columns="messages",
+            if suffix == "gen":  # the prompts to generate completions from: messages is the user turn only
+                out[name] = out[base].map(prompt_messages, input_columns="prompt", batched=True,
                                           new_fingerprint=fingerprint(name, indices))
             else:
                 out[name] = rows.select(indices, new_fingerprint=fingerprint(name, indices))
