@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -44,7 +43,8 @@ def sentences(rng: random.Random, chars: int) -> str:
 def paragraphs(rng: random.Random, n: int, low: int, high: int) -> list[str]:
     pool = [sentences(rng, rng.randint(low, high)) for _ in range(n)]
     for i in range(0, n, 20):  # some code blocks, inline code and URLs for the truecaser to skip
-        pool[i] += "\n\n```python\nfor i in range(3):\n    print(i)  # done. next\n```\nSee https://example.com/a. It works."
+        pool[i] += ("\n\n```python\nfor i in range(3):\n    print(i)  # done. next\n```\n"
+                    "See https://example.com/a. It works, e.g. with `i`.")
     return pool
 
 
@@ -88,14 +88,21 @@ def write_jsonl(path: Path, rows) -> float:
 
 
 def timed_cli(args: list[str]) -> tuple[float, float, str]:
-    """(seconds, peak RSS of the child in MB, stdout) of `python -m zephyr_train ARGS`."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    """(seconds, peak RSS in MB, stdout) of `python -m zephyr_train ARGS`; the RSS is the largest of the
+    CLI process and its workers (os.wait4's rusage of that one child)."""
+    path = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": path}
     start = time.perf_counter()
-    run = subprocess.run([sys.executable, "-m", "zephyr_train", *args], capture_output=True, text=True, env=env)
-    seconds = time.perf_counter() - start
-    if run.returncode:
-        sys.exit(f"curation failed:\n{run.stderr[-3000:]}")
-    return seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, run.stdout
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        child = subprocess.Popen([sys.executable, "-m", "zephyr_train", *args], stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        if child.returncode:
+            sys.exit(f"curation failed:\n{err.read()[-3000:]}")
+        return seconds, usage.ru_maxrss / 1024, out.read()
 
 
 def main() -> None:
@@ -124,7 +131,7 @@ def main() -> None:
                                        "--overwrite", "--num-proc", str(args.num_proc)])
         print(out.rstrip())
         print(f"\nULTRAFEEDBACK  {args.feedback_rows:,} prompts in {seconds:.1f}s = "
-              f"{args.feedback_rows / seconds:,.0f} rows/s, peak RSS (max of both runs) {rss:,.0f} MB; "
+              f"{args.feedback_rows / seconds:,.0f} rows/s, peak RSS {rss:,.0f} MB; "
               f"full 64k extrapolated: {seconds * FULL_ULTRAFEEDBACK / args.feedback_rows:.0f}s")
 
 

@@ -55,10 +55,11 @@ class Kind:
     name: str
     required: tuple[str, ...]             # missing in a row: a user error, nothing written
     rules: tuple[str, ...]                # the per-row rules, in the order `process` applies them
-    process: Callable[[dict, dict], tuple[str, Any, Any]]  # (row, options) -> ("drop", rule, why) | ("keep", record, changes)
+    # (row, options) -> ("drop", rule, example) or ("keep", record, [(rule, example) of what it changed])
+    process: Callable[[dict, dict], tuple[str, Any, Any]]
     features: Callable[[], Any]           # datasets.Features of a record
     splits: tuple[str, str]               # (train, test) names of the main splits
-    also: tuple[str, ...] = field(default=("sft", "gen"))  # extra split pairs: same rows, see `extra_split`
+    also: tuple[str, ...] = ("sft", "gen")  # more (train_X, test_X) pairs of the same rows; gen: prompt only
 
 
 def sha256_hex(text: str) -> str:
@@ -81,12 +82,19 @@ def _jsonl_lines(paths: list[str]) -> Iterator[tuple[str, str]]:
                     yield f"{path} line {number}", line
 
 
+def _split_files(directory: Path, split: str) -> list[str]:
+    """A plain directory's data files for `split`: `{split}.jsonl`, `{split}-00000-of-00002.parquet`, ..."""
+    files = sorted(str(p) for p in directory.iterdir() if p.suffix in FILE_BUILDERS)
+    mine = [f for f in files if Path(f).stem == split or Path(f).stem.startswith((f"{split}-", f"{split}_"))]
+    return mine or (files if len({Path(f).stem.split("-")[0] for f in files}) == 1 else [])
+
+
 def read_source(source: str, split: str) -> Iterator[tuple[str, Any]]:
     """(where, raw row) pairs: a JSON line as text (parsed in the workers) or a dict."""
     import datasets
 
     path = Path(source).expanduser()
-    files = sorted(glob.glob(str(path / "*"))) if path.is_dir() else sorted(glob.glob(str(path)))
+    files = _split_files(path, split) if path.is_dir() else sorted(glob.glob(str(path)))
     try:
         if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
             loaded = datasets.load_from_disk(str(path))
@@ -104,6 +112,8 @@ def read_source(source: str, split: str) -> Iterator[tuple[str, Any]]:
                 raise UserError(f"--source {source}: give .jsonl, .json or .parquet files (of one kind), "
                                 "a directory saved by datasets, or a Hub dataset id")
             rows = datasets.load_dataset(builders.pop(), data_files=files, split="train", streaming=True)
+        elif path.is_dir():
+            raise UserError(f"--source {source}: no .jsonl/.json/.parquet files for split {split!r} in it")
         elif source.count("/") == 1 and not source.startswith((".", "/", "~")) and not path.suffix:
             rows = datasets.load_dataset(source, split=split, streaming=True)
         else:
@@ -247,7 +257,8 @@ def build_splits(kind: Kind, arrow_path: Path, test: list[int], train: list[int]
     out = {name: rows.select(indices, new_fingerprint=fingerprint(name, indices))
            for name, indices in ((kind.splits[0], train), (kind.splits[1], test))}
     for suffix in kind.also:
-        for base, indices, name in ((kind.splits[0], train, f"train_{suffix}"), (kind.splits[1], test, f"test_{suffix}")):
+        pairs = ((kind.splits[0], train, f"train_{suffix}"), (kind.splits[1], test, f"test_{suffix}"))
+        for base, indices, name in pairs:
             if suffix == "gen":  # the prompts to generate completions from: messages is the user turn only
                 out[name] = out[base].map(prompt_messages, input_columns="prompt", batched=True,
                                           new_fingerprint=fingerprint(name, indices))
@@ -268,13 +279,14 @@ def report_of(kind: Kind, options: dict, tally: Tally, read: int, kept: int, spl
         steps.append({"rule": rule, "rows_in": rows_in, "rows_out": rows_in - removed, "removed": removed,
                       "changed": tally.changed[rule], "examples": tally.examples.get(rule, [])})
         rows_in -= removed
-    return {"dataset": kind.name, "options": stored_options(options), "rows_read": read, "rows_kept": kept, "steps": steps,
-            "splits": splits}
+    return {"dataset": kind.name, "options": stored_options(options), "rows_read": read, "rows_kept": kept,
+            "steps": steps, "splits": splits}
 
 
 def print_report(report: dict, seconds: float, peak_rss_mb: float) -> None:
     print(f"{report['dataset']} curation: {report['rows_read']:,} rows read, {report['rows_kept']:,} kept "
-          f"in {seconds:.1f}s ({report['rows_read'] / max(seconds, 1e-9):,.0f} rows/s, peak RSS {peak_rss_mb:,.0f} MB)")
+          f"in {seconds:.1f}s ({report['rows_read'] / max(seconds, 1e-9):,.0f} rows/s, peak RSS of this process "
+          f"{peak_rss_mb:,.0f} MB)")
     print(f"  {'rule':<34}{'rows in':>11}{'rows out':>11}{'removed':>10}{'changed':>10}")
     for step in report["steps"]:
         print(f"  {step['rule']:<34}{step['rows_in']:>11,}{step['rows_out']:>11,}{step['removed']:>10,}"
@@ -315,17 +327,16 @@ def curate(kind: Kind, options: dict, out: Path, *, num_proc: int = 1, overwrite
         if not train:
             raise UserError(f"no {kind.name} rows left to train on after curation ({read:,} read); "
                             "see the counts per rule above")
-        content = hashlib.sha256(f"{json.dumps(stored_options(options), sort_keys=True)}:{content}".encode()).hexdigest()
-        data = build_splits(kind, arrow_path, test, train, content)
+        data = build_splits(kind, arrow_path, test, train, f"{json.dumps(stored_options(options))}:{content}")
         data.save_to_disk(str(staging / "data"))
         if parquet:
             (staging / "data" / "parquet").mkdir()
             for name, split in data.items():
                 split.to_parquet(str(staging / "data" / "parquet" / f"{name}.parquet"))
+        report = report_of(kind, options, tally, read, len(test) + len(train), {k: len(v) for k, v in data.items()})
         del data
-        report = report_of(kind, options, tally, read, len(test) + len(train),
-                           {name: len(rows) for name, rows in zip(kind.splits, (train, test), strict=True)})
-        (staging / "data" / "curation_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        report_text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+        (staging / "data" / "curation_report.json").write_text(report_text)
         _move_into_place(staging / "data", out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
