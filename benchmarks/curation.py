@@ -110,7 +110,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000, help="raw UltraChat dialogues to generate")
     parser.add_argument("--feedback-rows", type=int, default=20_000, help="raw UltraFeedback prompts to generate")
-    parser.add_argument("--num-proc", type=int, default=2)
+    parser.add_argument("--num-proc", type=int, default=1, help="workers for the per-row rules (default 1)")
     parser.add_argument("--keep", help="generate into this directory and keep it (default: a temporary one)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
