@@ -424,12 +424,11 @@ def test_push_to_hub_reaches_the_hub_api(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.slow
 def test_curated_data_trains_sft_and_dpo(tmp_path, chat_out, feedback_out):
-    sft = cli("sft", "recipes/smoke.yaml", f"sft.datasets.0.path={chat_out}", "sft.max_steps=3",
-              "sft.max_length=256", "sft.eval.max_samples=8", f"output_dir={tmp_path / 'sft'}")
-    assert sft.returncode == 0, sft.stderr[-3000:]
-    assert json.loads((tmp_path / "sft" / "sft" / "summary.json").read_text())["global_step"] == 3
-    # DPO on the curated pairs, from the SFT result (the Zephyr order: SFT, then DPO)
-    dpo = cli("dpo", "recipes/smoke.yaml", f"sft.datasets.0.path={chat_out}", f"dpo.datasets.0.path={feedback_out}",
-              "dpo.max_steps=2", "dpo.eval.max_samples=4", "dpo.max_length=256", f"output_dir={tmp_path / 'sft'}")
-    assert dpo.returncode == 0, dpo.stderr[-3000:]
-    assert json.loads((tmp_path / "sft" / "dpo" / "summary.json").read_text())["global_step"] == 2
+    """`zephyr-train run`: SFT on the curated UltraChat set, then DPO on the curated pairs from its result."""
+    out = tmp_path / "run"
+    run = cli("run", "recipes/smoke.yaml", f"sft.datasets.0.path={chat_out}", f"dpo.datasets.0.path={feedback_out}",
+              "sft.max_steps=3", "sft.max_length=256", "sft.eval.max_samples=8", "dpo.max_steps=2",
+              "dpo.max_length=256", "dpo.eval.max_samples=4", f"output_dir={out}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads((out / "sft" / "summary.json").read_text())["global_step"] == 3
+    assert json.loads((out / "dpo" / "summary.json").read_text())["global_step"] == 2
