@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--gpu-memory", type=float, metavar="GIB", help="memory of each GPU, GiB (e.g. 24, 80)")
     check.add_argument("--gpu", metavar="NAME", help="GPU model (a100, h100, rtx4090, t4, v100, ...): memory and bf16")
     _add_tool_commands(commands)
+    _add_data_parser(commands)
     return parser
 
 
@@ -92,6 +93,35 @@ def _add_tool_commands(commands: argparse._SubParsersAction) -> None:
                                "recipe's hub section says (again, after a failed push).")
     push.add_argument("run_dir", metavar="RUN_DIR")
     push.add_argument("--repo-id", help="push to this repo instead of the recipe's hub.repo_id")
+
+
+def _add_data_parser(commands: argparse._SubParsersAction) -> None:
+    data = commands.add_parser("data", allow_abbrev=False, help="build the Zephyr SFT / DPO datasets from raw data",
+                               description="Curate raw UltraChat or UltraFeedback into a DatasetDict that a recipe "
+                               "names as a local dataset; a report of every rule is saved beside it.")
+    kinds = data.add_subparsers(dest="dataset", required=True, metavar="DATASET")
+    chat = kinds.add_parser("ultrachat", allow_abbrev=False, help="filtered UltraChat SFT set (ultrachat_200k schema)")
+    feedback = kinds.add_parser("ultrafeedback", allow_abbrev=False,
+                                help="binarized UltraFeedback preference pairs (ultrafeedback_binarized schema)")
+    for kind, size, test_size in ((chat, 200_000, 0.1), (feedback, None, 2000)):
+        kind.add_argument("--source", required=True, help="Hub dataset id, .jsonl/.json/.parquet file(s) or glob, "
+                          "or a directory saved by datasets")
+        kind.add_argument("--out", required=True, help="directory to save the DatasetDict to")
+        kind.add_argument("--split", default="train", help="split of the source to read (default: train)")
+        kind.add_argument("--size", type=int, default=size,
+                          help=f"keep at most this many rows, test split included, seeded (default: {size or 'all'})")
+        kind.add_argument("--test-size", type=float, default=test_size,
+                          help=f"test split: a fraction below 1 or a number of rows (default: {test_size:g})")
+        kind.add_argument("--seed", type=int, default=42, help="seed of the sampling and the split (default: 42)")
+        kind.add_argument("--num-proc", type=int, default=1, help="worker processes for the per-row rules")
+        kind.add_argument("--parquet", action="store_true", help="also write DIR/parquet/{split}.parquet")
+        kind.add_argument("--push-to-hub", metavar="REPO", help="upload as this dataset repo (token: HF_TOKEN)")
+        kind.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    chat.add_argument("--disclaimers", metavar="FILE",
+                      help="regular expressions (one a line) of AI disclaimers to remove; default: the built-in list")
+    feedback.add_argument("--score", choices=("mean", "overall"), default="mean",
+                          help="rank completions by the mean of the aspect ratings (paper) or by overall_score")
+    feedback.add_argument("--drop-truthfulqa", action="store_true", help="leave out TruthfulQA-sourced prompts")
 
 
 def _load(args: argparse.Namespace, command: str):
@@ -194,8 +224,15 @@ def _check(args: argparse.Namespace) -> int:
     return 3 if report.fits is False else 0
 
 
+def _data(args: argparse.Namespace) -> int:
+    from zephyr_train.curation import run_command
+
+    run_command(args)
+    return 0
+
+
 COMMANDS = {"sft": _sft, "dpo": _dpo, "run": _run, "check": _check, "chat": _chat, "merge": _merge,
-            "report": _report, "push": _push}
+            "report": _report, "push": _push, "data": _data}
 
 
 def main(argv: list[str] | None = None) -> int:
