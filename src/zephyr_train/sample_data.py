@@ -7,9 +7,11 @@ composed from hand-written topic fact lists by a seeded ``random.Random``: the s
 byte-identical files, and only the standard library is used.
 
 The preference pairs carry a signal that is not length. The chosen answer is on-topic and helpful;
-the rejected answer is an evasive disclaimer/refusal (40%), a fluent answer about a different topic
-(30%), or an answer that starts on topic and then loops on one sentence (30%), built to roughly the
-same number of characters as the chosen one. A reward model or DPO can
+the rejected answer is an evasive disclaimer/refusal (45%), a hedging non-answer (40%), a fluent
+answer about a different topic (7.5%), or an answer that starts on topic and then loops on one
+sentence (7.5%), built to roughly the same number of characters as the chosen one. (A 1.8M-parameter
+model learns the first two kinds from 1000 pairs, ~0.99 held-out accuracy, but not the last two,
+~0.5-0.7: they need an understanding of content, not of style.) A reward model or DPO can
 therefore only separate them by relevance and helpfulness, never by counting tokens.
 
 Regenerate the bundled files with ``python -m zephyr_train.sample_data``.
@@ -336,6 +338,12 @@ FILLER = (
     "I hope you understand my position on this.",
     "There is no simple answer that would be correct for everyone.",
 )
+HEDGES = (
+    "{Kw} is a topic that many people are curious about.", "That is an interesting question about {kw}.",
+    "There is a lot that could be said about {topic}.", "People have many different views on {kw}.",
+    "{Topic} is a broad subject, and {kw} is only one part of it.",
+    "Great question! {Kw} can mean different things to different people.",
+)
 REFUSALS = (
     "As an AI language model, I don't have personal opinions or experiences.",
     "As an AI language model, I am not able to give a definitive answer about {topic}.",
@@ -577,13 +585,16 @@ def _fit(parts: list[str], target: int) -> str:
 
 
 def _rejected(rng: random.Random, topic: Topic, kw: str, target: int) -> str:
-    """A worse answer of ~`target` chars: an evasive refusal, a fluent answer about another topic, or a
-    degenerate loop that starts on topic and then repeats itself (as weak models in UltraFeedback do)."""
+    """A worse answer of ~`target` chars, of the kinds that score low in UltraFeedback: an evasive refusal
+    (45%), a hedging non-answer that names the subject and says nothing (40%), a fluent answer about
+    another topic (7.5%), or an answer that starts on topic and then loops on one sentence (7.5%)."""
     kind = rng.random()
-    if kind < 0.4:
+    if kind < 0.45:
         refusals = [_fill(rng, r, topic, kw) for r in rng.sample(REFUSALS, 2)]
         parts = refusals[: rng.choice((1, 1, 2))] + rng.sample(FILLER, len(FILLER))
-    elif kind < 0.7:
+    elif kind < 0.85:
+        parts = [_fill(rng, rng.choice(HEDGES), topic, kw)] + rng.sample(FILLER, len(FILLER))
+    elif kind < 0.925:
         other = rng.choice([t for t in TOPICS if t is not topic])
         parts = _sentences(rng, other, rng.choice(other.kws), 20)
         parts[0] = f"{rng.choice(OPENERS)} {parts[0]}" if rng.random() < 0.3 else parts[0]
