@@ -23,6 +23,7 @@ from zephyr_train.tracking import HISTORY
 
 REPORT, FILES = "report.html", "report_files"
 N_PROMPTS, MAX_NEW_TOKENS = 4, 64
+REPETITION_PENALTY = 1.3
 
 
 @dataclass
@@ -163,7 +164,9 @@ def answers(model_dir: Path, prompts: list[str]) -> list[str]:
     from zephyr_train import chat
 
     model, tokenizer = chat.load(model_dir)
-    sampling = chat.Sampling(max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
+    # greedy decoding of small or briefly trained models falls into loops (the tiny smoke model repeats
+    # newlines); a mild repetition penalty shows what the model knows instead
+    sampling = chat.Sampling(max_new_tokens=MAX_NEW_TOKENS, do_sample=False, repetition_penalty=REPETITION_PENALTY)
     return [chat.reply(model, tokenizer, [{"role": "user", "content": p}], sampling)
             for p in tqdm(prompts, desc=f"Sample answers of {model_dir.parent.name}/{model_dir.name}")]
 
@@ -266,7 +269,8 @@ def render(run_dir: Path, stages: list[StageRun], plots: list[tuple[str, str]], 
     parts.append("<h2>Sample answers to held-out prompts</h2>")
     if columns:
         rows = [[p, *(column[i] for column in columns.values())] for i, p in enumerate(prompts)]
-        parts.append(f"<p class=muted>Greedy decoding, at most {MAX_NEW_TOKENS} new tokens, Zephyr chat template, "
+        parts.append(f"<p class=muted>Greedy decoding with repetition penalty {REPETITION_PENALTY}, "
+                     f"at most {MAX_NEW_TOKENS} new tokens, Zephyr chat template, "
                      "no system prompt.</p>" + table(["prompt", *columns], rows, answer_cols=len(columns)))
     else:
         parts.append("<p class=muted>None yet: no finished model, no held-out split in the recipe, or skipped "
