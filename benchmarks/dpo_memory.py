@@ -10,26 +10,29 @@ Same model, pairs and DPOConfig on both sides, each side in its own process (pea
 Then full fine-tuning with `precompute_ref_log_probs` off (a frozen copy held during training) and
 on (reference log-probs computed once before training, no copy held). Printed: peak RSS, memory
 above the process's own baseline after imports (what the models and training take), seconds per
-optimizer step, wall time of the whole stage, and the ratios.
+optimizer step, wall time of the whole stage, and the ratios. Activation checkpointing is on for every
+side, as in the public 7B DPO recipes, so that weights, not activations, dominate memory as they do
+at 7B.
 Usage: python benchmarks/dpo_memory.py [--pairs N] [--model builtin:...]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
-import subprocess
-import sys
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
+import sides
+
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = ["dpo.max_length=256", "dpo.per_device_train_batch_size=2", "dpo.gradient_accumulation_steps=1",
+SETTINGS = ["dpo.max_length=192", "dpo.per_device_train_batch_size=1", "dpo.gradient_accumulation_steps=1",
             "dpo.num_train_epochs=1", "dpo.learning_rate=5e-5", "dpo.logging_steps=1000", "dpo.eval=null",
-            "dpo.save_strategy=no", "dpo.disable_tqdm=true", "dpo.seed=0"]
+            "dpo.save_strategy=no", "dpo.disable_tqdm=true", "dpo.seed=0",
+            "dpo.activation_checkpointing=true"]  # as the public 7B DPO recipes: weights dominate memory
 LORA = ["dpo.lora.r=16", "dpo.lora.alpha=32"]
 
 
@@ -68,11 +71,14 @@ def run_two_models(model: str, data: Path, out: Path, extra: list[str]) -> dict:
     path = modeling.model_location(recipe.model, "bench")
     tokenizer = AutoTokenizer.from_pretrained(path)
     policy = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    reference = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)  # the second full copy
+    # The second full copy. Loaded from a copy of the files: two mmaps of one safetensors file share their
+    # pages on a CPU, which would hide the copy that a GPU (or any non-mmap load) really holds.
+    shutil.copytree(path, out / "reference")
+    reference = AutoModelForCausalLM.from_pretrained(out / "reference", dtype=torch.float32)
     pairs, _ = clean_preferences(datasets.load_dataset("json", data_files=str(data), split="train"))
     lora = recipe.dpo.lora
     trainer = DPOTrainer(model=policy, ref_model=reference, train_dataset=pairs, processing_class=tokenizer,
-                         args=DPOConfig(output_dir=str(out / "trl"), report_to="none", **recipe.dpo.trainer),
+                         args=DPOConfig(output_dir=str(out / "trl"), **recipe.dpo.trainer),
                          peft_config=LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                                                 target_modules=lora.target_modules, task_type="CAUSAL_LM"))
     result = trainer.train()
@@ -103,22 +109,12 @@ def child(name: str, model: str, pairs: int) -> None:
         result = runner(model, data, Path(tmp) / "out", extra)
         result["wall_s"] = time.perf_counter() - start
     result.update(peak_rss_mib=rss_mib(), baseline_mib=baseline)
-    print("RESULT " + json.dumps(result))
-
-
-def side(name: str, model: str, pairs: int) -> dict:
-    cmd = [sys.executable, __file__, "--child", name, "--model", model, "--pairs", str(pairs)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
-    run = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
-    if run.returncode or not lines:
-        sys.exit(f"{name} side failed:\n{run.stderr[-4000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    sides.report(result)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=16)
+    parser.add_argument("--pairs", type=int, default=12)
     parser.add_argument("--model", default="builtin:tiny-mistral-100m")
     parser.add_argument("--child", choices=list(SIDES))
     args = parser.parse_args()
@@ -128,8 +124,9 @@ def main() -> None:
     from zephyr_train.builtin import model_dir
 
     model_dir(args.model)  # build once, outside the timed sides
-    results = {name: side(name, args.model, args.pairs) for name in SIDES}
-    print(f"\nDPO, {args.pairs} pairs, batch 2, max_length 256, fp32, {args.model}, {os.cpu_count()} CPUs")
+    results = {name: sides.run(__file__, name, ["--model", args.model, "--pairs", str(args.pairs)],
+                               env={"TQDM_DISABLE": "1"}) for name in SIDES}
+    print(f"\nDPO, {args.pairs} pairs, batch 1, max_length 192, fp32, {args.model}, {os.cpu_count()} CPUs")
     print(f"{'':20}{'steps':>6}{'s/step':>8}{'stage s':>9}{'peak RSS':>10}{'above baseline':>16}")
     for name, r in results.items():
         r["step_s"], r["above"] = r["train_s"] / r["steps"], r["peak_rss_mib"] - r["baseline_mib"]

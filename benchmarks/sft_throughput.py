@@ -21,11 +21,11 @@ import json
 import math
 import os
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+import sides
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "builtin:tiny-mistral-25m"
@@ -122,16 +122,7 @@ def child(side: str, n: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         result = (run_ours if side == "ours" else run_trl)(n, Path(tmp))
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print("RESULT " + json.dumps(result))
-
-
-def side(name: str, n: int) -> dict:
-    cmd = [sys.executable, __file__, "--child", name, "--examples", str(n)]
-    run = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
-    if run.returncode or not lines:
-        sys.exit(f"{name} side failed:\n{run.stderr[-4000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    sides.report(result)
 
 
 def main() -> None:
@@ -152,7 +143,8 @@ def main() -> None:
         with safe_open(str(model_dir(MODEL) / "model.safetensors"), "pt") as f:
             params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
     rate = gemm_rate()
-    results = {"plain TRL": side("trl", args.examples), "zephyr-train": side("ours", args.examples)}
+    results = {name: sides.run(__file__, child, ["--examples", str(args.examples)])
+               for name, child in (("plain TRL", "trl"), ("zephyr-train", "ours"))}
     print(f"\nSFT, one epoch over {args.examples} conversations, {MODEL} ({params / 1e6:.1f}M params), "
           f"max_length {MAX_LENGTH}, fp32, {os.cpu_count()} CPUs; fp32 GEMM rate {rate / 1e9:.1f} GFLOP/s")
     header = f"{'':14}{'steps':>6}{'batch':>17}{'epoch s':>9}{'tokens/s':>10}{'padding':>9}{'peak RSS':>10}" \
