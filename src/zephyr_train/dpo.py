@@ -45,11 +45,12 @@ def pair_margins(trainer: Any) -> Any:
     training (policy == reference, every pair ties). Per-pair margins let ties count half, so an
     untrained policy scores 0.5. Both log-probs come from TRL's own `compute_ref_log_probs` (its
     masking, truncation and `ld_alpha`): for the policy, `ref_model` is pointed at the policy for the
-    call so a LoRA adapter stays on.
+    call so a LoRA adapter stays on. The wrapped model (DDP, FSDP, DeepSpeed) runs the forwards, since
+    after training a sharded model's parameters live only in its wrapper.
     """
     import torch
 
-    model, reference, margins = trainer.model, trainer.ref_model, []
+    model, reference, margins = trainer.model_wrapped or trainer.model, trainer.ref_model, []
     model.eval()
     for batch in trainer.get_eval_dataloader():
         batch = trainer._prepare_inputs(batch)
