@@ -134,9 +134,9 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False) 
 
     tokenizer = modeling.load_tokenizer(location, recipe.model, inference_template)
     tokenizer.chat_template = with_bos(inference_template, tokenizer)
-    model = modeling.load_model(location, recipe.model)
     callbacks = tracking.configure(recipe, "dpo", trainer_args, start.out)
     config = DPOConfig(output_dir=str(start.out), **trainer_args)
+    model = modeling.load_model(location, recipe.model)  # after the config, as in sft.py (ZeRO-3 loading)
     trainer = DPOTrainer(model=model, args=config, train_dataset=train, eval_dataset=evaluation,
                          processing_class=tokenizer, peft_config=modeling.lora_config(spec.lora),
                          callbacks=callbacks)

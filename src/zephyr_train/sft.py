@@ -76,9 +76,11 @@ def run_sft(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False) 
     # 4. Model, then TRL's trainer (which applies LoRA and, for 4-bit models, prepares them for QLoRA).
     from trl import SFTConfig, SFTTrainer
 
-    model = modeling.load_model(location, recipe.model)
     callbacks = tracking.configure(recipe, "sft", trainer_args, out)
     config = SFTConfig(output_dir=str(out), assistant_only_loss=False, **trainer_args)  # masks are ours
+    # after the config: under an accelerate DeepSpeed launch it registers ZeRO-3, so each process loads
+    # only its shard instead of the whole model into CPU memory
+    model = modeling.load_model(location, recipe.model)
     trainer = SFTTrainer(model=model, args=config, train_dataset=train, eval_dataset=evaluation,
                          processing_class=tokenizer, peft_config=modeling.lora_config(spec.lora),
                          callbacks=callbacks)
