@@ -188,15 +188,8 @@ def summarize(trainer: Any, result: Any, before: dict, after: dict, wall: float,
 
 
 def print_summary(s: dict[str, Any]) -> None:
-    def fmt(x: Any) -> str:
-        return f"{x:.3f}" if isinstance(x, float) else str(x)
-
     print(f"\nDPO done in {s['wall_time_s']:.1f}s: {s['global_step']} steps, {s['train_pairs']} pairs")
-    print(f"  train loss {fmt(s['train_loss_first'])} -> {fmt(s['train_loss_last'])}")
-    b, a = s["held_out_before"], s["held_out_after"]
-    if a:
-        print(f"  held-out preference accuracy {fmt(b.get('accuracy'))} -> {fmt(a.get('accuracy'))}, "
-              f"reward margin {fmt(b.get('margin'))} -> {fmt(a.get('margin'))}")
+    print(f"  {stage.headline(s)}")
     print(f"  {'adapter' if s['adapter'] else 'model'} and tokenizer saved in {s['model_dir']}")
     if s.get("merged_model_dir"):
         print(f"  merged model (loads with transformers alone) in {s['merged_model_dir']}")

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from zephyr_train import checkpoints
+from zephyr_train import checkpoints, stage
 from zephyr_train.errors import UserError
 from zephyr_train.recipe import STAGES, Recipe, fingerprint
 
@@ -49,21 +49,6 @@ def run_pipeline(recipe: Recipe, overrides: list[str] = (), force: bool = False)
     report = write_report(recipe.output_dir)
     print(f"\nrun done: final model in {final}; figures in {Path(recipe.output_dir) / checkpoints.SUMMARY}")
     for name, result in results.items():
-        print(f"  {name}: {headline(result)}")
+        print(f"  {name}: {stage.headline(result)}")
     print(f"report: {report}")
     return summary
-
-
-def headline(result: dict[str, Any]) -> str:
-    """One line per stage for the end of a run: the figures people compare between runs."""
-    def f(x: Any) -> str:
-        return f"{x:.3f}" if isinstance(x, float) else str(x)
-
-    line = f"train loss {f(result.get('train_loss_first'))} -> {f(result.get('train_loss_last'))}"
-    if "eval_loss" in result:
-        line += f", eval loss {f(result['eval_loss'])}"
-    before, after = result.get("held_out_before") or {}, result.get("held_out_after") or {}
-    if after:
-        line += (f", held-out preference accuracy {f(before.get('accuracy'))} -> {f(after.get('accuracy'))}, "
-                 f"reward margin {f(before.get('margin'))} -> {f(after.get('margin'))}")
-    return line

@@ -409,9 +409,7 @@ def save_resolved(recipe: Recipe, directory: Path, overrides: list[str] = ()) ->
 def load_resolved(stage_dir: Path) -> Recipe:
     """The recipe a stage was made with, as `save_resolved` recorded it (for push and report)."""
     path = stage_dir / "recipe.resolved.yaml"
-    if not path.exists():
-        raise UserError(f"{stage_dir} has no recipe.resolved.yaml; was it made by zephyr-train?")
-    return build_recipe(yaml.safe_load(path.read_text(encoding="utf-8")) or {}, str(path))
+    return build_recipe(read_yaml(path, "not found; was this directory made by zephyr-train?"), str(path))
 
 
 # Trainer fields that change how a run is watched or stored, not what it computes.
