@@ -41,7 +41,7 @@ def rss_mib() -> float:
 
 
 def recipe_for(model: str, data: Path, out: Path, extra: list[str]):
-    from zephyr_train.recipe import load_recipe
+    from zephyr_train.config.recipe import load_recipe
 
     recipe = load_recipe(ROOT / "recipes" / "smoke.yaml",
                          [f"model.name_or_path={model}", f"output_dir={out}", *SETTINGS, *extra])
@@ -51,7 +51,7 @@ def recipe_for(model: str, data: Path, out: Path, extra: list[str]):
 
 
 def run_ours(model: str, data: Path, out: Path, extra: list[str]) -> dict:
-    from zephyr_train.dpo import run_dpo
+    from zephyr_train.train.dpo import run_dpo
 
     s = run_dpo(recipe_for(model, data, out, extra), overwrite=True)
     return {"steps": s["global_step"], "train_s": s["train_runtime_s"]}
@@ -64,8 +64,8 @@ def run_two_models(model: str, data: Path, out: Path, extra: list[str]) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from zephyr_train import modeling
-    from zephyr_train.mixture import clean_preferences
+    from zephyr_train.data.mixture import clean_preferences
+    from zephyr_train.train import modeling
 
     recipe = recipe_for(model, data, out, extra)
     path = modeling.model_location(recipe.model, "bench")
@@ -97,7 +97,7 @@ def child(name: str, model: str, pairs: int) -> None:
     import torch  # noqa: F401  (the baseline: libraries loaded, no model yet)
     import trl  # noqa: F401
 
-    from zephyr_train.builtin import dataset_dir
+    from zephyr_train.data.builtin import dataset_dir
 
     baseline = rss_mib()
     runner, extra = SIDES[name]
@@ -121,7 +121,7 @@ def main() -> None:
     if args.child:
         return child(args.child, args.model, args.pairs)
 
-    from zephyr_train.builtin import model_dir
+    from zephyr_train.data.builtin import model_dir
 
     model_dir(args.model)  # build once, outside the timed sides
     results = {name: sides.run(__file__, name, ["--model", args.model, "--pairs", str(args.pairs)],

@@ -51,22 +51,22 @@ def gemm_rate(seconds: float = 3.0) -> float:
 
 
 def conversations(n: int):
-    from zephyr_train.mixture import take_share
-    from zephyr_train.recipe import load_recipe
+    from zephyr_train.config.recipe import load_recipe
+    from zephyr_train.data.mixture import take_share
 
     spec = load_recipe(ROOT / "recipes" / "smoke.yaml").sft.datasets[0]
     import datasets
 
-    from zephyr_train.builtin import dataset_dir
+    from zephyr_train.data.builtin import dataset_dir
 
     ds = datasets.load_dataset("json", data_files=str(dataset_dir(spec.path) / "train_sft.jsonl"), split="train")
     return take_share(ds, n / len(ds), SEED).select_columns(["messages"])
 
 
 def run_ours(n: int, out: Path) -> dict:
-    from zephyr_train.builtin import model_dir
-    from zephyr_train.recipe import load_recipe
-    from zephyr_train.sft import run_sft
+    from zephyr_train.config.recipe import load_recipe
+    from zephyr_train.data.builtin import model_dir
+    from zephyr_train.train.sft import run_sft
 
     ds = conversations(n)
     data = out / "data"
@@ -93,7 +93,7 @@ def run_trl(n: int, out: Path) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from zephyr_train.builtin import model_dir
+    from zephyr_train.data.builtin import model_dir
 
     path = model_dir(MODEL)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -133,7 +133,7 @@ def main() -> None:
     if args.child:
         return child(args.child, args.examples)
 
-    from zephyr_train.builtin import model_dir
+    from zephyr_train.data.builtin import model_dir
 
     params = sum(v for v in json.loads((model_dir(MODEL) / "model.safetensors.index.json").read_text())
                  ["metadata"].values()) if (model_dir(MODEL) / "model.safetensors.index.json").exists() else None

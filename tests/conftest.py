@@ -26,9 +26,20 @@ def cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.C
                           cwd=ROOT, env={**os.environ, **(env or {})}, timeout=timeout)
 
 
+def assert_user_error(run: subprocess.CompletedProcess, *fragments: str) -> None:
+    """The house rule for bad input: exit 2, one `zephyr-train: error:` line, no traceback, no model loaded."""
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "Traceback" not in run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.startswith("zephyr-train: error:")]
+    assert len(lines) == 1, run.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert "Loading weights" not in run.stdout + run.stderr  # found before any model is loaded
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
-    from zephyr_train import builtin
+    from zephyr_train.data import builtin
 
     return builtin.model_dir("builtin:tiny-mistral")
 

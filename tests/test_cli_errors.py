@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from .conftest import SMOKE, cli
+from tests.conftest import SMOKE, assert_user_error, cli
 
 
 def recipe_with(tmp_path, old: str, new: str):
@@ -15,16 +15,6 @@ def recipe_with(tmp_path, old: str, new: str):
     text = SMOKE.read_text().replace(old, new).replace("output_dir: runs/smoke", f"output_dir: {tmp_path / 'out'}")
     path.write_text(text)
     return str(path)
-
-
-def assert_user_error(run, *fragments: str):
-    assert run.returncode == 2, run.stdout + run.stderr
-    assert "Traceback" not in run.stderr
-    lines = [line for line in run.stderr.splitlines() if line.startswith("zephyr-train: error:")]
-    assert len(lines) == 1, run.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
-    assert "Loading weights" not in run.stdout + run.stderr  # found before any model is loaded
 
 
 def test_missing_dataset_path(tmp_path):

@@ -8,9 +8,8 @@ import subprocess
 
 import pytest
 
+from tests.conftest import ROOT
 from zephyr_train.cli import main
-
-from .conftest import ROOT
 
 RECIPES = sorted(p.stem for p in (ROOT / "recipes" / "zephyr-7b-beta").glob("*.yaml"))
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")

@@ -127,7 +127,7 @@ def _add_data_parser(commands: argparse._SubParsersAction) -> None:
 def _load(args: argparse.Namespace, command: str):
     """The recipe from RECIPE or from a handbook --config, through the preflight's rules and data checks
     (every stage for `run`: a DPO mistake must not wait for SFT to finish)."""
-    from zephyr_train.recipe import STAGES, load_recipe
+    from zephyr_train.config.recipe import STAGES, load_recipe
 
     config = getattr(args, "config", None)
     if config and args.recipe and "=" in args.recipe:  # `--config FILE key=value`: no RECIPE
@@ -135,12 +135,12 @@ def _load(args: argparse.Namespace, command: str):
     if (args.recipe is None) == (config is None):
         raise UserError(f"{command}: give one of RECIPE or --config FILE (an alignment-handbook config)")
     if config:
-        from zephyr_train.handbook import load_handbook
+        from zephyr_train.config.handbook import load_handbook
 
         recipe = load_handbook(config, command, args.overrides)
     else:
         recipe = load_recipe(args.recipe, args.overrides)
-    from zephyr_train.preflight import before_stage
+    from zephyr_train.preflight.check import before_stage
 
     before_stage(recipe, STAGES if command == "run" else (command,))
     return recipe
@@ -148,30 +148,30 @@ def _load(args: argparse.Namespace, command: str):
 
 def _sft(args: argparse.Namespace) -> int:
     recipe = _load(args, "sft")
-    from zephyr_train.sft import run_sft
+    from zephyr_train.train.pipeline import run_stage
 
-    run_sft(recipe, args.overrides, overwrite=args.overwrite)
+    run_stage(recipe, "sft", args.overrides, overwrite=args.overwrite)
     return 0
 
 
 def _dpo(args: argparse.Namespace) -> int:
     recipe = _load(args, "dpo")
-    from zephyr_train.dpo import run_dpo
+    from zephyr_train.train.pipeline import run_stage
 
-    run_dpo(recipe, args.overrides, overwrite=args.overwrite)
+    run_stage(recipe, "dpo", args.overrides, overwrite=args.overwrite)
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
     recipe = _load(args, "run")
-    from zephyr_train.pipeline import run_pipeline
+    from zephyr_train.train.pipeline import run_pipeline
 
     run_pipeline(recipe, args.overrides, force=args.force)
     return 0
 
 
 def _chat(args: argparse.Namespace) -> int:
-    from zephyr_train.chat import Sampling, run_chat
+    from zephyr_train.publish.chat import Sampling, run_chat
 
     sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                         top_k=args.top_k, do_sample=not args.greedy, repetition_penalty=args.repetition_penalty)
@@ -180,28 +180,29 @@ def _chat(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from zephyr_train.merge import merge_command
+    from zephyr_train.train.merge import merge_command
 
     print(f"merged model saved in {merge_command(args.adapter_dir, args.out, args.dtype, args.base)}")
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    from zephyr_train.report import write_report
+    from zephyr_train.publish.report import write_report
 
     print(f"report: {write_report(args.run_dir, samples=not args.no_samples)}")
     return 0
 
 
 def _push(args: argparse.Namespace) -> int:
-    from zephyr_train.hub import push_run
+    from zephyr_train.publish.hub import push_run
 
     return 0 if push_run(args.run_dir, args.repo_id) else 1
 
 
 def _check(args: argparse.Namespace) -> int:
-    from zephyr_train import launcher, preflight
-    from zephyr_train.recipe import load_recipe
+    from zephyr_train.config.recipe import load_recipe
+    from zephyr_train.preflight import check as preflight
+    from zephyr_train.preflight import launcher
 
     recipe = load_recipe(args.recipe, args.overrides)
     launch = launcher.read(args.accelerate_config) if args.accelerate_config else None
@@ -225,7 +226,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from zephyr_train.curation import run_command
+    from zephyr_train.data.curation.command import run_command
 
     run_command(args)
     return 0

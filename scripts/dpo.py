@@ -1,0 +1,11 @@
+"""`accelerate launch scripts/dpo.py RECIPE [key=value ...]` (or `--config HANDBOOK.yaml`): the same as `zephyr-train dpo`.
+
+A thin entry point in the place alignment-handbook users look for one; all logic lives in the package.
+"""
+
+import sys
+
+from zephyr_train.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["dpo", *sys.argv[1:]]))

@@ -1,0 +1,126 @@
+"""alignment-handbook configs, run as they are: `zephyr-train sft --config config_full.yaml`.
+
+A handbook config is one flat mapping per stage: TRL's `ModelConfig` keys (`model_name_or_path`,
+`torch_dtype`, `use_peft`, `lora_r`, `load_in_4bit`, ...), its data keys (`dataset_mixer` with
+`dataset_splits`, or the newer `dataset_mixture`), `chat_template`, and the trainer config's fields.
+It is turned into a one-stage recipe; keys older TRL releases used are mapped with a warning, keys
+with no meaning here are dropped with a warning, and anything else goes through the recipe's checks.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from zephyr_train.config.recipe import apply_override, build_recipe, read_yaml
+from zephyr_train.data.chat_template import ZEPHYR
+from zephyr_train.errors import UserError
+
+MODEL_KEYS = {"model_name_or_path": "name_or_path", "model_revision": "revision", "torch_dtype": "dtype",
+              "dtype": "dtype", "attn_implementation": "attn_implementation", "trust_remote_code": "trust_remote_code"}
+QUANT_KEYS = {"load_in_4bit": "load_in_4bit", "load_in_8bit": "load_in_8bit",
+              "bnb_4bit_quant_type": "bnb_4bit_quant_type", "use_bnb_nested_quant": "bnb_4bit_use_double_quant",
+              "bnb_4bit_quant_storage": "bnb_4bit_quant_storage"}
+LORA_KEYS = {"lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "lora_target_modules": "target_modules",
+             "lora_modules_to_save": "modules_to_save"}
+# Trainer keys from older TRL/transformers releases, with the field that means the same today.
+OBSOLETE = {"max_seq_length": "max_length", "evaluation_strategy": "eval_strategy",
+            "warmup_ratio": "warmup_steps", "preprocessing_num_workers": "dataset_num_proc"}
+# Keys with no effect here: the handbook's own plumbing or settings TRL 1.16 dropped.
+IGNORED = {"overwrite_output_dir", "dataset_configs", "truncation_side", "auto_insert_empty_system_msg", "use_peft",
+           "text_column", "lora_task_type", "use_rslora", "use_dora", "bnb_4bit_compute_dtype"}
+
+
+def renders_like_zephyr(template: str) -> bool:
+    """Whether `template` is the public Zephyr one, spelled however: same text for a probe conversation."""
+    from jinja2 import TemplateError
+
+    from zephyr_train.preflight.check import render
+
+    probe = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"},
+             {"role": "assistant", "content": "A"}, {"role": "user", "content": "V"}]
+    try:
+        return render(template, probe)[0] == render(ZEPHYR, probe)[0]
+    except (TemplateError, TypeError, KeyError):  # not Zephyr; the recipe's own checks report what is wrong
+        return False
+
+
+def _datasets(raw: dict, stage: str, source: str) -> tuple[list[dict], dict | None]:
+    """(datasets, eval) from `dataset_mixer` + `dataset_splits`, `dataset_mixture`, or `dataset_name`."""
+    default = ["train_sft", "test_sft"] if stage == "sft" else ["train_prefs", "test_prefs"]
+    splits = raw.pop("dataset_splits", None) or default
+    train = next((s for s in splits if "train" in s), splits[0])
+    test = next((s for s in splits if "test" in s), None)
+    if "dataset_mixer" in raw:
+        mixer = raw.pop("dataset_mixer") or {}
+        return [{"path": path, "split": train, "weight": float(weight)} for path, weight in mixer.items()], \
+            ({"split": test} if test else None)
+    if "dataset_mixture" in raw:
+        mixture = raw.pop("dataset_mixture") or {}
+        datasets = [{"path": d["id"], "name": d.get("config"), "split": d.get("split", train),
+                     "weight": float(d.get("weight", 1.0))} for d in mixture.get("datasets", [])]
+        fraction = mixture.get("test_split_size")
+        return datasets, ({"fraction": float(fraction), "seed": mixture.get("seed", 42)} if fraction else None)
+    if "dataset_name" in raw:
+        train = raw.pop("dataset_train_split", train)
+        test = raw.pop("dataset_test_split", test)
+        return [{"path": raw.pop("dataset_name"), "name": raw.pop("dataset_config", None), "split": train}], \
+            ({"split": test} if test else None)
+    raise UserError(f"{source}: no dataset_mixer, dataset_mixture or dataset_name; a handbook config names its data")
+
+
+def to_recipe(raw: dict, stage: str, source: str) -> tuple[dict, list[str]]:
+    """The recipe mapping for a handbook config of `stage`, and the warnings for what was mapped or dropped."""
+    raw, warnings = dict(raw), []
+    model = {ours: raw.pop(key) for key, ours in MODEL_KEYS.items() if key in raw}
+    if raw.pop("use_flash_attention_2", False):
+        model["attn_implementation"] = "flash_attention_2"
+    quant = {ours: raw.pop(key) for key, ours in QUANT_KEYS.items() if key in raw}
+    if quant.get("load_in_4bit") or quant.get("load_in_8bit"):
+        quant["bnb_4bit_compute_dtype"] = model.get("dtype") if model.get("dtype") not in (None, "auto") else "bfloat16"
+        model["quantization"] = quant
+    section: dict[str, Any] = {}
+    lora = {ours: raw.pop(key) for key, ours in LORA_KEYS.items() if key in raw}
+    if raw.get("use_peft"):
+        section["lora"] = {"target_modules": ["q_proj", "v_proj"], **lora}  # PEFT's default for Mistral/Llama
+    datasets, evaluation = _datasets(raw, stage, source)
+    section["datasets"] = datasets
+    if evaluation:
+        section["eval"] = evaluation
+    template = raw.pop("chat_template", None)
+    if template is not None and renders_like_zephyr(template):
+        template = "zephyr"  # the public Zephyr template: our training twin marks the assistant spans
+    elif template is not None and "generation" not in template and "assistant_only_loss" not in raw and stage == "sft":
+        section["assistant_only_loss"] = False
+        warnings.append(f"{source}: its chat_template has no {{% generation %}} markers; training on whole "
+                        "conversations (assistant_only_loss=false), as the handbook did")
+    for key in list(raw):
+        if key in OBSOLETE:
+            warnings.append(f"{source}: {key} is now {OBSOLETE[key]}; read as {OBSOLETE[key]}")
+            raw[OBSOLETE[key]] = raw.pop(key)
+        elif key in IGNORED or (key == "max_prompt_length" and stage != "dpo"):
+            warnings.append(f"{source}: {key} has no effect with TRL 1.16 here; ignored")
+            raw.pop(key)
+    output_dir = raw.pop("output_dir", None) or f"runs/{Path(source).stem}"  # the stage writes to OUTPUT_DIR/<stage>
+    section.update(raw)
+    recipe = {"model": model, "output_dir": str(output_dir), stage: section}
+    if template is not None:
+        recipe["chat_template"] = template
+    return recipe, warnings
+
+
+def load_handbook(path: str | Path, stage: str, overrides: list[str] = ()) -> Any:
+    """A Recipe from a handbook config file; overrides use the recipe's names (sft.learning_rate=...)."""
+    path = Path(path)
+    raw = read_yaml(path, "config file not found; pass an alignment-handbook config such as config_full.yaml")
+    if not isinstance(raw, dict) or "model_name_or_path" not in raw:
+        raise UserError(f"{path}: not an alignment-handbook config (no model_name_or_path); pass recipes as RECIPE")
+    recipe, warnings = to_recipe(raw, stage, str(path))
+    for item in overrides:
+        apply_override(recipe, item, path)
+    if os.environ.get("RANK", "0") == "0":
+        for warning in warnings:
+            print(f"zephyr-train: warning: {warning}", file=sys.stderr)
+    return build_recipe(recipe, str(path))

@@ -1,0 +1,443 @@
+"""Recipes: one YAML file per run, validated before anything heavy is imported or loaded.
+
+Layout (see recipes/smoke.yaml): shared `model`, `chat_template` and `output_dir` at the top, then
+one section per stage (`sft`, and `dpo` for the next stage). A stage section holds its data mixture
+(`datasets`, `eval`), its `lora` settings and every field of the TRL trainer config under its own
+name (`learning_rate`, `packing`, ...). Command-line `key=value` overrides (dotted for nesting) win
+over the file. Every key is checked against the schema, trainer fields against the installed TRL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from zephyr_train.config.trainer_fields import coerce, trainer_fields
+from zephyr_train.errors import UserError
+from zephyr_train.run_files import RESOLVED_RECIPE
+
+STAGES = ("sft", "dpo")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass
+class Quantization:
+    """bitsandbytes settings; `load_in_4bit` with NF4 is QLoRA."""
+
+    load_in_4bit: bool = False
+    load_in_8bit: bool = False
+    bnb_4bit_quant_type: str = "nf4"
+    bnb_4bit_compute_dtype: str = "bfloat16"
+    bnb_4bit_quant_storage: str | None = None
+    bnb_4bit_use_double_quant: bool = False
+
+
+@dataclass
+class ModelSpec:
+    name_or_path: str = ""
+    revision: str = "main"
+    dtype: str = "auto"
+    attn_implementation: str | None = None
+    trust_remote_code: bool = False
+    quantization: Quantization | None = None
+
+
+@dataclass
+class Lora:
+    r: int = 16
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list | str = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    modules_to_save: list | None = None
+    bias: str = "none"
+
+
+@dataclass
+class DatasetSpec:
+    """One part of the mixture: a Hub id, a directory saved by `datasets`, or data files."""
+
+    path: str = ""
+    name: str | None = None
+    revision: str | None = None
+    split: str = "train"
+    weight: float = 1.0
+    columns: dict | None = None  # {column we need: column in the source}
+
+
+@dataclass
+class EvalSpec:
+    """Where the eval set comes from: a named split of each dataset, or carved from train."""
+
+    split: str | None = None
+    fraction: float | None = None
+    seed: int = 42
+    max_samples: int | None = None
+
+
+@dataclass
+class Stage:
+    """One training stage of a recipe; `kind` ("sft" or "dpo") is the section it was read from."""
+
+    kind: str = "sft"
+    datasets: list[DatasetSpec] = field(default_factory=list)
+    eval: EvalSpec | None = None
+    lora: Lora | None = None
+    max_prompt_length: int | None = None  # dpo: prompts cut to their last N tokens (TRL 1.16 has no such field)
+    trainer: dict[str, Any] = field(default_factory=dict)  # TRL config fields, by their TRL names
+
+
+@dataclass
+class Hub:
+    """Where `hub.push_stage` puts each stage's result; see hub.py for the repos a run fills."""
+
+    repo_id: str = ""  # the final (DPO) model; SFT goes to sft_repo_id, merged LoRA models to <repo>-merged
+    sft_repo_id: str | None = None  # default: <repo_id>-sft
+    private: bool = True
+    revision: str = "main"  # branch to push to, created if missing
+    strategy: str = "end"  # end: once per stage; every_save: also each checkpoint as it is saved
+    license: str = "apache-2.0"  # the model card's license (Mistral-7B's; zephyr-7b-beta used mit)
+
+
+@dataclass
+class Recipe:
+    model: ModelSpec
+    chat_template: str = "zephyr"
+    output_dir: str = "runs/default"
+    sft: Stage | None = None
+    dpo: Stage | None = None
+    hub: Hub | None = None
+    source: str = "<recipe>"  # the file it came from, for error messages
+
+    def stage(self, kind: str) -> Stage | None:
+        """The section of this kind, None when the recipe has none (e.g. a DPO-only recipe's sft)."""
+        if kind not in STAGES:
+            raise ValueError(f"unknown stage kind {kind!r}")
+        return getattr(self, kind)
+
+    @property
+    def stages(self) -> list[Stage]:
+        """The recipe's stages in the order a run trains them."""
+        return [s for s in (self.sft, self.dpo) if s is not None]
+
+    def stage_dir(self, kind: str) -> Path:
+        section = self.stage(kind)  # None for a DPO-only recipe asking where SFT would be
+        return Path((section.trainer.get("output_dir") if section else None) or Path(self.output_dir) / kind)
+
+
+# Our defaults where TRL's are wrong for these users; each is written into the resolved recipe.
+STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sft": {
+        "packing": True,  # padding-free best-fit packing; block-diagonal attention keeps examples apart
+        "max_length": 2048,  # the paper's sequence length
+        "assistant_only_loss": True,  # train on assistant turns and their EOS only
+        "activation_checkpointing": False,  # costs ~30% speed; turn on when memory needs it
+        "bf16": False,  # precision is what the recipe says: fp32 unless bf16/fp16 is asked for
+        "report_to": "none",
+        "logging_steps": 10,
+        "logging_first_step": True,  # so the summary's first loss is step 1's, not a 10-step mean
+        "save_strategy": "steps",
+        "save_steps": 500,
+        "seed": 42,
+    },
+    "dpo": {
+        "activation_checkpointing": False,
+        "bf16": False,
+        "report_to": "none",
+        "logging_steps": 10,
+        "logging_first_step": True,
+        "seed": 42,
+    },
+}
+
+# transformers 5 renamed these; the old names (used by the public recipes) still mean the same.
+ALIASES = {"gradient_checkpointing": "activation_checkpointing",
+           "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs"}
+# Trainer fields we set ourselves from other recipe keys.
+_OWNED_FIELDS = {"model_init_kwargs": "model", "chat_template_path": "chat_template"}
+SECRET_KEY = re.compile(r"token|secret|password|api_key", re.IGNORECASE)
+SECRET_VALUE = re.compile(r"\bhf_[A-Za-z0-9]{16,}\b")
+
+
+# --- loading ---------------------------------------------------------------------------------------
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Parse, override and validate a recipe file; every problem is a one-line UserError."""
+    path = Path(path)
+    raw = read_yaml(path, "recipe file not found; pass a YAML file such as recipes/smoke.yaml")
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a recipe is a mapping of keys (model, sft, ...), got {type(raw).__name__}")
+    for item in overrides:
+        apply_override(raw, item, path)
+    return build_recipe(raw, str(path))
+
+
+def read_yaml(path: Path, missing: str) -> Any:
+    """A YAML file's content; a missing file (`missing` says what to give) or bad YAML is a one-line UserError."""
+    if not path.is_file():
+        raise UserError(f"{path}: {missing}")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}:{where} is not valid YAML ({getattr(err, 'problem', err)})") from None
+
+
+def apply_override(raw: dict, item: str, source: Path | str) -> None:
+    """`a.b=value`, `sft.datasets.0.weight=0.5`: the value is read as YAML, so numbers, booleans and
+    lists keep their types (text that is not valid YAML stays text)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"override {item!r}: write overrides as key=value, e.g. sft.learning_rate=1e-4")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    node: Any = raw
+    parts = key.strip().split(".")
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise UserError(f"override {item!r}: {'.'.join(parts[:depth])} is a list of {len(node)}; "
+                                f"index it from 0, e.g. {'.'.join(parts[:depth])}.0.{'.'.join(parts[depth + 1:])}")
+            part = int(part)
+        elif not isinstance(node, dict):
+            raise UserError(f"override {item!r}: {'.'.join(parts[:depth])} is not a section in {source}")
+        if last:
+            node[part] = value
+        else:
+            if isinstance(node, dict) and node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+
+
+# Keys that older TRL/transformers releases (and the public recipes) use, with today's spelling.
+RENAMED = {
+    "warmup_ratio": "warmup_steps (a value below 1 is a ratio of the total steps)",
+    "max_seq_length": "max_length",
+    "evaluation_strategy": "eval_strategy",
+    "torch_dtype": "model.dtype",
+    "model_name_or_path": "model.name_or_path",
+}
+
+
+def _unknown(source: str, where: str, key: str, valid: list[str]) -> UserError:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    if key in RENAMED:
+        hint = f"it is now {RENAMED[key]}"
+    else:
+        hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(sorted(valid))}"
+    return UserError(f"{source}: unknown key '{where}{key}'; {hint}")
+
+
+def _build(cls: type, raw: Any, source: str, where: str) -> Any:
+    """A dataclass from a mapping, each value coerced to the field's annotated type."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: {where.rstrip('.')} must be a mapping of keys, got {raw!r}")
+    known = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    values = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise _unknown(source, where, str(key), list(known))
+        annotation = str(known[key].type)
+        nested = {"Quantization": Quantization, "Lora": Lora, "EvalSpec": EvalSpec}.get(
+            annotation.split(" |")[0]
+        )
+        if nested and value is not None:
+            values[key] = _build(nested, value, source, f"{where}{key}.")
+            continue
+        try:
+            values[key] = coerce(value, annotation)
+        except ValueError as err:
+            raise UserError(f"{source}: {where}{key} {err}") from None
+    return cls(**values)
+
+
+def _build_stage(name: str, raw: Any, source: str) -> Stage:
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: {name} must be a mapping (datasets, lora, trainer fields), got {raw!r}")
+    fields = trainer_fields(name)
+    own = {"datasets", "eval", "lora"} | ({"max_prompt_length"} if name == "dpo" else set())
+    stage = Stage(kind=name, trainer=dict(STAGE_DEFAULTS[name]))
+    for key, value in raw.items():
+        if key in own:
+            continue
+        if key in _OWNED_FIELDS:
+            raise UserError(f"{source}: {name}.{key} is set from the recipe's {_OWNED_FIELDS[key]} section; "
+                            f"remove it and edit {_OWNED_FIELDS[key]} instead")
+        if key not in fields:
+            raise _unknown(source, f"{name}.", str(key), list(fields) + sorted(own))
+        try:
+            value = coerce(value, fields[key].annotation)
+        except ValueError as err:
+            raise UserError(f"{source}: {name}.{key} {err}") from None
+        choices = fields[key].choices
+        if choices and value not in choices:
+            raise UserError(f"{source}: {name}.{key} must be one of {', '.join(map(str, choices))}, got {value!r}")
+        stage.trainer[ALIASES.get(key, key)] = value
+    datasets = raw.get("datasets") or []
+    if not isinstance(datasets, list) or not datasets:
+        raise UserError(f"{source}: {name}.datasets must list at least one dataset (path, split, weight)")
+    stage.datasets = [_build(DatasetSpec, d, source, f"{name}.datasets[{i}].") for i, d in enumerate(datasets)]
+    if raw.get("eval") is not None:
+        stage.eval = _build(EvalSpec, raw["eval"], source, f"{name}.eval.")
+    if raw.get("lora") is not None:
+        stage.lora = _build(Lora, raw["lora"], source, f"{name}.lora.")
+    if raw.get("max_prompt_length") is not None:
+        try:
+            stage.max_prompt_length = coerce(raw["max_prompt_length"], "int")
+        except ValueError as err:
+            raise UserError(f"{source}: {name}.max_prompt_length {err}") from None
+    return stage
+
+
+def build_recipe(raw: dict, source: str) -> Recipe:
+    top = {"model", "chat_template", "output_dir", "hub", *STAGES}
+    for key in raw:
+        if key not in top:
+            raise _unknown(source, "", str(key), sorted(top))
+    if not isinstance(raw.get("model"), dict) or not raw["model"].get("name_or_path"):
+        raise UserError(f"{source}: model.name_or_path is required (a Hub id, a local path or builtin:tiny-mistral)")
+    recipe = Recipe(model=_build(ModelSpec, raw["model"], source, "model."), source=source)
+    for key in ("chat_template", "output_dir"):
+        if raw.get(key) is not None:
+            if not isinstance(raw[key], str):
+                raise UserError(f"{source}: {key} expects str, got {raw[key]!r}")
+            setattr(recipe, key, raw[key])
+    for name in STAGES:
+        if raw.get(name) is not None:
+            setattr(recipe, name, _build_stage(name, raw[name], source))
+    if raw.get("hub") is not None:
+        recipe.hub = _build(Hub, raw["hub"], source, "hub.")
+    validate(recipe)
+    return recipe
+
+
+# --- cross-field rules (no model, no data needed) --------------------------------------------------
+
+
+def validate(recipe: Recipe) -> None:
+    src, model = recipe.source, recipe.model
+    if model.dtype not in DTYPES:
+        raise UserError(f"{src}: model.dtype must be one of {', '.join(DTYPES)}, got {model.dtype!r}")
+    quant = model.quantization
+    if quant and quant.load_in_4bit and quant.load_in_8bit:
+        raise UserError(f"{src}: model.quantization sets both load_in_4bit and load_in_8bit; keep one")
+    if quant and quant.bnb_4bit_quant_type not in ("nf4", "fp4"):
+        raise UserError(f"{src}: model.quantization.bnb_4bit_quant_type must be nf4 or fp4")
+    for stage in recipe.stages:
+        name = stage.kind
+        quantized = quant and (quant.load_in_4bit or quant.load_in_8bit)
+        if quantized and stage.lora is None:
+            raise UserError(f"{src}: model.quantization loads the model in 4/8-bit, which cannot be trained "
+                            f"directly; add a {name}.lora section (QLoRA), or remove model.quantization")
+        for i, spec in enumerate(stage.datasets):
+            if not 0 < spec.weight <= 1:
+                raise UserError(f"{src}: {name}.datasets[{i}].weight is a fraction of the split in (0, 1], "
+                                f"got {spec.weight}")
+        if stage.eval is not None:
+            ev = stage.eval
+            if (ev.split is None) == (ev.fraction is None):
+                raise UserError(f"{src}: {name}.eval needs exactly one of split (e.g. test_sft) or fraction "
+                                "(e.g. 0.05, carved from train)")
+            if ev.fraction is not None and not 0 < ev.fraction < 1:
+                raise UserError(f"{src}: {name}.eval.fraction must be in (0, 1), got {ev.fraction}")
+        bf16, fp16 = stage.trainer.get("bf16"), stage.trainer.get("fp16")
+        if bf16 and fp16:
+            raise UserError(f"{src}: {name} sets both bf16 and fp16; keep one")
+    hub = recipe.hub
+    if hub is not None:
+        if not re.fullmatch(r"([\w.-]+/)?[\w.-]+", hub.repo_id or ""):
+            raise UserError(f"{src}: hub.repo_id must be a Hub repo id such as your-name/zephyr-smoke, "
+                            f"got {hub.repo_id!r}")
+        if hub.strategy not in ("end", "every_save"):
+            raise UserError(f"{src}: hub.strategy must be end or every_save, got {hub.strategy!r}")
+
+
+# --- what gets written next to the model -------------------------------------------------------------
+
+
+def to_dict(recipe: Recipe) -> dict[str, Any]:
+    """The resolved recipe as plain data, trainer fields flattened back into their stage."""
+    out: dict[str, Any] = {
+        "model": dataclasses.asdict(recipe.model),
+        "chat_template": recipe.chat_template,
+        "output_dir": recipe.output_dir,
+    }
+    for stage in recipe.stages:
+        body = dataclasses.asdict(stage)
+        del body["kind"]  # the section name says it
+        if body["max_prompt_length"] is None:  # dpo only; absent keeps older fingerprints
+            del body["max_prompt_length"]
+        out[stage.kind] = {**body.pop("trainer"), **body}
+    if recipe.hub is not None:
+        out["hub"] = dataclasses.asdict(recipe.hub)
+    return redact(out)
+
+
+def redact(value: Any, key: str = "") -> Any:
+    """Secrets never reach a saved file: token-like keys and hf_ tokens inside values are masked."""
+    if isinstance(value, dict):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v, key) for v in value]
+    if value and SECRET_KEY.search(key) and isinstance(value, str | bytes):
+        return "<redacted>"
+    if isinstance(value, str):
+        return SECRET_VALUE.sub("<redacted>", value)
+    return value
+
+
+def scrub(text: str) -> str:
+    """`redact` for free text: also masks the values of secret environment variables (HF_TOKEN,
+    WANDB_API_KEY, ...) wherever they appear, whatever their shape."""
+    for key, value in os.environ.items():
+        if SECRET_KEY.search(key) and len(value) >= 8:
+            text = text.replace(value, "<redacted>")
+    return SECRET_VALUE.sub("<redacted>", text)
+
+
+def save_resolved(recipe: Recipe, directory: Path, overrides: list[str] = ()) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    header = f"# resolved from {recipe.source}" + (f" with {' '.join(redact(list(overrides)))}" if overrides else "")
+    path = directory / RESOLVED_RECIPE
+    path.write_text(header + "\n" + yaml.safe_dump(to_dict(recipe), sort_keys=False), encoding="utf-8")
+    return path
+
+
+def load_resolved(stage_dir: Path) -> Recipe:
+    """The recipe a stage was made with, as `save_resolved` recorded it (for push and report)."""
+    path = stage_dir / RESOLVED_RECIPE
+    return build_recipe(read_yaml(path, "not found; was this directory made by zephyr-train?"), str(path))
+
+
+# Trainer fields that change how a run is watched or stored, not what it computes.
+_NOT_FINGERPRINTED = re.compile(
+    r"^(logging_.*|report_to|run_name|save_.*|push_to_hub|hub_.*|output_dir|overwrite_output_dir|"
+    r"dataloader_num_workers|disable_tqdm|eval_steps|eval_strategy|per_device_eval_batch_size|"
+    r"resume_from_checkpoint|dataset_num_proc|include_.*)$"
+)
+
+
+def fingerprint(recipe: Recipe, stage: str) -> dict[str, Any]:
+    """The settings that decide what a stage computes; a checkpoint resumes only under the same ones."""
+    resolved = to_dict(recipe)
+    settings = {k: v for k, v in resolved[stage].items() if not _NOT_FINGERPRINTED.match(k)}
+    settings = {"model": resolved["model"], "chat_template": resolved["chat_template"], stage: settings}
+    if stage == "dpo" and recipe.sft is not None:  # DPO starts from the SFT result: its settings count too
+        settings["sft"] = fingerprint(recipe, "sft")["digest"]
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {"digest": digest, "settings": settings}

@@ -1,0 +1,414 @@
+"""`zephyr-train check`: what will go wrong with a recipe, found in seconds before any GPU time is spent.
+
+Offline, no weights, no downloads, no torch: the recipe's cross-field rules, its local data (columns,
+roles, the first rows rendered with the chat template), and per-GPU memory, optimizer steps, tokens
+and global batch of each stage on the hardware named. The same rules run at the start of `sft`,
+`dpo` and `run`, so a bad recipe fails before the model loads.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from zephyr_train.config.recipe import STAGES, Recipe
+from zephyr_train.data import chat_template, mixture
+from zephyr_train.errors import UserError
+from zephyr_train.preflight import launcher, memory
+from zephyr_train.preflight.architectures import KNOWN, Architecture, architecture_of
+from zephyr_train.preflight.launcher import Launch
+
+# Memory (GiB) and bf16 support of the GPUs users name with --gpu.
+GPU_TYPES = {"t4": (15, False), "v100": (32, False), "v100-16": (16, False), "a10g": (24, True), "l4": (24, True),
+             "rtx3090": (24, True), "rtx4090": (24, True), "a6000": (48, True), "l40s": (48, True),
+             "a100-40": (40, True), "a100": (80, True), "h100": (80, True), "h200": (141, True)}
+# Published split sizes (dataset cards), for step counts when the data is on the Hub.
+PUBLISHED_ROWS = {("HuggingFaceH4/ultrachat_200k", "train_sft"): 207_865,
+                  ("HuggingFaceH4/ultrachat_200k", "test_sft"): 23_110,
+                  ("HuggingFaceH4/ultrafeedback_binarized", "train_prefs"): 61_135,
+                  ("HuggingFaceH4/ultrafeedback_binarized", "test_prefs"): 2_000}
+# Peak learning rates that make sense per (stage, LoRA?); outside them a run usually diverges or idles.
+LR_RANGES = {("sft", False): (1e-6, 1e-4), ("sft", True): (1e-5, 1e-3),
+             ("dpo", False): (1e-8, 1e-5), ("dpo", True): (1e-7, 1e-4)}
+FIRST_ROWS = 5
+NEEDED_COLUMNS = {"sft": ["messages"], "dpo": ["chosen", "rejected"]}
+
+
+@dataclass
+class Hardware:
+    gpus: int = 1
+    memory_gib: float | None = None
+    bf16: bool | None = None  # None: not known
+    name: str | None = None
+
+
+@dataclass
+class Report:
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    fits: bool | None = None  # None when no memory was given or the model is unknown
+
+
+# --- rules that need neither data nor weights -------------------------------------------------------
+
+
+def rules(recipe: Recipe, launch: Launch, hardware: Hardware, arch: Architecture | None, report: Report) -> None:
+    src, quant = recipe.source, recipe.model.quantization
+    four_bit = bool(quant and quant.load_in_4bit)
+    sharded = launch.sharding in ("zero3", "fsdp")
+    if four_bit and sharded and quant.bnb_4bit_quant_storage != quant.bnb_4bit_compute_dtype:
+        report.errors.append(
+            f"{src}: 4-bit weights under {launch.name} are sharded as {quant.bnb_4bit_quant_storage or 'uint8'} "
+            f"tensors; set model.quantization.bnb_4bit_quant_storage: {quant.bnb_4bit_compute_dtype} (the compute "
+            "dtype) so they shard and gather with the rest of the model")
+    for name in STAGES:
+        stage = recipe.stage(name)
+        if stage is not None:
+            _stage_rules(recipe, name, launch, hardware, arch, report)
+
+
+def _stage_rules(recipe: Recipe, name: str, launch: Launch, hardware: Hardware, arch: Architecture | None,
+                 report: Report) -> None:
+    _precision_rules(recipe, name, launch, hardware, report)
+    _objective_rules(recipe, name, report)
+    _length_rules(recipe, name, arch, report)
+
+
+def _precision_rules(recipe: Recipe, name: str, launch: Launch, hardware: Hardware, report: Report) -> None:
+    src, bf16 = recipe.source, recipe.stage(name).trainer.get("bf16")
+    if bf16 and hardware.bf16 is False:
+        report.errors.append(f"{src}: {name}.bf16 is on but the {hardware.name} has no bfloat16; set {name}.bf16=false "
+                             f"{name}.fp16=true and model.dtype=float16, or use an Ampere or newer GPU")
+    if bf16 and launch.on_cpu:
+        report.warnings.append(f"{src}: {name}.bf16 on a CPU launch ({launch.source}) runs several times slower "
+                               "than fp32")
+    if memory.pure_low_precision(recipe, name, launch):
+        report.warnings.append(
+            f"{src}: {name} fine-tunes {recipe.model.dtype} weights fully with no fp32 master copy ({launch.name}): "
+            "AdamW updates smaller than bf16's precision are lost; launch with a DeepSpeed or FSDP config "
+            "(configs/deepspeed_zero3.yaml) or set model.dtype=float32")
+
+
+def _objective_rules(recipe: Recipe, name: str, report: Report) -> None:
+    """The loss can learn something: template spans, beta, learning rate, an eval set when one is asked for."""
+    src, stage = recipe.source, recipe.stage(name)
+    args = stage.trainer
+    if name == "sft":
+        _, training = chat_template.resolve(recipe.chat_template, src)
+        try:
+            chat_template.check_trainable(training, args.get("assistant_only_loss", False), src)
+        except UserError as err:
+            report.errors.append(str(err))
+    if name == "dpo" and args.get("beta", 0.1) <= 0:
+        report.errors.append(f"{src}: dpo.beta must be > 0 (Zephyr used 0.1; the current public recipe 0.01)")
+    lr = args.get("learning_rate")
+    low, high = LR_RANGES[(name, stage.lora is not None)]
+    if lr is not None and not recipe.model.name_or_path.startswith("builtin:") and not low <= lr <= high:
+        kind = "LoRA" if stage.lora is not None else "full fine-tuning"
+        report.warnings.append(f"{src}: {name}.learning_rate {lr:g} is outside {low:g}-{high:g}, the usual range "
+                               f"for {name.upper()} with {kind} (Zephyr: SFT 2e-5 full / 2e-4 LoRA, DPO 5e-7 / 5e-6)")
+    evaluates = str(args.get("eval_strategy", "no")).lower() not in ("no", "none", "false") or args.get("do_eval")
+    if evaluates and stage.eval is None:
+        report.errors.append(f"{src}: {name}.eval_strategy asks for evaluation but {name} has no eval section; add "
+                             f"{name}.eval.split (e.g. {'test_sft' if name == 'sft' else 'test_prefs'}) or set "
+                             f"{name}.eval_strategy=no")
+
+
+def _length_rules(recipe: Recipe, name: str, arch: Architecture | None, report: Report) -> None:
+    src, stage = recipe.source, recipe.stage(name)
+    max_length, prompt = stage.trainer.get("max_length"), stage.max_prompt_length
+    if arch is not None and max_length and max_length > arch.max_position_embeddings:
+        report.errors.append(f"{src}: {name}.max_length {max_length} is above the model's context of "
+                             f"{arch.max_position_embeddings} tokens")
+    if prompt is not None and (max_length is None or prompt >= max_length):
+        report.errors.append(f"{src}: {name}.max_prompt_length {prompt} must be below {name}.max_length "
+                             f"{max_length}, or no answer token is left to compare (public recipe: 512 of 1024)")
+    if prompt is not None and stage.trainer.get("precompute_ref_log_probs"):
+        report.errors.append(f"{src}: {name}.max_prompt_length cuts prompts after TRL precomputes the reference "
+                             f"log-probs; drop one of max_prompt_length and precompute_ref_log_probs")
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+
+def _first_rows(path: Path, split: str) -> tuple[list[dict], list[str], int | None]:
+    """(first rows, columns, row count or None) of a local split, read without loading it whole."""
+    if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
+        import datasets
+
+        loaded = datasets.load_from_disk(str(path))
+        ds = loaded if isinstance(loaded, datasets.Dataset) else loaded[split] if split in loaded else None
+        if ds is None:
+            raise UserError(f"split {split!r} not in {path}; it has {', '.join(loaded)}")
+        return ds.select(range(min(FIRST_ROWS, len(ds)))).to_list(), ds.column_names, len(ds)
+    if path.is_dir():
+        files = sorted(f for f in path.iterdir() if f.stem == split and f.suffix in mixture.FILE_BUILDERS)
+        if not files:
+            raise UserError(f"no {split}.jsonl/.json/.parquet in {path}")
+        path = files[0]
+    elif not path.is_file():
+        path = Path(sorted(glob.glob(str(path)))[0])
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(path)
+        rows = next(pf.iter_batches(batch_size=FIRST_ROWS)).to_pylist()
+        return rows, pf.schema_arrow.names, pf.metadata.num_rows
+    if path.suffix == ".jsonl":
+        rows = []
+        with path.open(encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip() and len(rows) < FIRST_ROWS:
+                    rows.append(json.loads(line))
+        with path.open("rb") as handle:
+            count = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 24), b""))
+        return rows, list(rows[0]) if rows else [], count
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data = data if isinstance(data, list) else next(iter(data.values()))
+    return data[:FIRST_ROWS], list(data[0]) if data else [], len(data)
+
+
+def _render_problem(messages: list[dict], template: str, needs_spans: bool) -> str | None:
+    """Why `messages` does not render well with `template`, or None."""
+    text, spans = render(template, messages)
+    for message in messages:
+        if message["content"] not in text:
+            return f"render: a {message['role']} message does not appear in the rendered text"
+    if needs_spans:
+        trained = "".join(text[a:b] for a, b in spans)
+        if any(m["content"] not in trained for m in messages if m["role"] == "assistant"):
+            return "render: an assistant reply falls outside the template's {% generation %} spans"
+    return None
+
+
+def check_data(recipe: Recipe, name: str, report: Report) -> dict[str, int | None]:
+    """Check the local datasets of a stage; returns the training rows per source (None: unknown)."""
+    stage, src = recipe.stage(name), recipe.source
+    inference, training = chat_template.resolve(recipe.chat_template, src)
+    try:
+        mixture.check_sources(stage, name, src)  # missing paths, test splits trained on
+    except UserError as err:
+        report.errors.append(str(err))
+        return {}
+    rows: dict[str, int | None] = {}
+    for i, spec in enumerate(stage.datasets):
+        where = f"{src}: {name}.datasets[{i}]"
+        kind, path = mixture.locate(spec)
+        if kind == "hub":
+            count = PUBLISHED_ROWS.get((spec.path, spec.split))
+            rows[spec.path] = round(count * spec.weight) if count else None
+            report.lines.append(f"  data: {spec.path} {spec.split} is on the Hub: not opened (checks read local "
+                                f"data only){f'; {count:,} rows published' if count else ''}")
+            continue
+        try:
+            first, columns, count = _first_rows(path, spec.split)
+        except (UserError, ValueError, OSError, IndexError, StopIteration) as err:
+            report.errors.append(f"{where}: cannot read split {spec.split!r} of {spec.path}: {err}")
+            continue
+        renames = {ours: theirs for ours, theirs in (spec.columns or {}).items()}
+        missing = [c for c in NEEDED_COLUMNS[name] if renames.get(c, c) not in columns]
+        if missing:
+            report.errors.append(f"{where}: {spec.path} has no {missing[0]!r} column (it has {', '.join(columns)}); "
+                                 f"map one with columns: {{{missing[0]}: <its column>}}")
+            continue
+        wanted = [*NEEDED_COLUMNS[name], "prompt"]
+        first = [{ours: row.get(renames.get(ours, ours)) for ours in wanted} for row in first]
+        problems = [_row_problem(name, row, training, inference, stage) for row in first]
+        rendering = [p for p in problems if p and p.startswith("render: ")]
+        if rendering:  # the template itself is wrong for this data: every row will be
+            report.errors.append(f"{where}: the first rows do not render with the chat template: {rendering[0][8:]}")
+        elif any(problems):
+            dropped = [p for p in problems if p]
+            report.warnings.append(f"{where}: {len(dropped)} of the first {len(first)} rows will be dropped "
+                                   f"({dropped[0]})")
+        if stage.eval is not None and stage.eval.split:
+            try:
+                _first_rows(path, stage.eval.split)
+            except (UserError, ValueError, OSError, IndexError, StopIteration) as err:
+                report.errors.append(f"{where}: no eval split {stage.eval.split!r} ({err}); set {name}.eval.split "
+                                     f"to one it has, or {name}.eval.fraction to carve one from train")
+        rows[spec.path] = round(count * spec.weight) if count is not None else None
+        report.lines.append(f"  data: {spec.path} {spec.split}: {count if count is not None else '?'} rows, "
+                            f"columns ok, first {len(first)} rows render with the {recipe.chat_template[:20]} template")
+    return rows
+
+
+def _row_problem(name: str, row: dict, training: str, inference: str, stage: Any) -> str | None:
+    if name == "sft":
+        problem = mixture.conversation_problem(row["messages"])
+        return problem or _render_problem(row["messages"], training, stage.trainer.get("assistant_only_loss", False))
+    problem = mixture.preference_problem(row)
+    if problem:
+        return problem
+    context = row["chosen"][:-1] or [{"role": "user", "content": row["prompt"]}]
+    return mixture.conversation_problem(context + row["chosen"][-1:]) or \
+        _render_problem(context + row["chosen"][-1:], inference, False)
+
+
+def render(template: str, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
+    """Text of `messages` rendered as transformers renders chat templates, and its generation spans."""
+    from jinja2 import nodes
+    from jinja2.ext import Extension, loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    start, end = "\x02", "\x03"
+
+    class Generation(Extension):
+        tags = {"generation"}
+
+        def parse(self, parser: Any) -> Any:
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return nodes.CallBlock(self.call_method("_mark"), [], [], body).set_lineno(lineno)
+
+        def _mark(self, caller: Any) -> str:
+            return start + caller() + end
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[Generation, loopcontrols])
+    marked = env.from_string(template).render(messages=messages, bos_token="<s>", eos_token="</s>",
+                                              add_generation_prompt=False)
+    text, spans, begin = "", [], 0
+    for char in marked:
+        if char == start:
+            begin = len(text)
+        elif char == end:
+            spans.append((begin, len(text)))
+        else:
+            text += char
+    return text, spans
+
+
+# --- memory, steps, batch ------------------------------------------------------------------------
+
+
+def _fit(est: memory.Estimate, hardware: Hardware) -> str:
+    if hardware.memory_gib is None:
+        return ""
+    verdict = "fits" if est.total <= hardware.memory_gib * memory.GIB else "does NOT fit"
+    return f" -> {verdict} in {hardware.memory_gib:g} GiB"
+
+
+def alternatives(arch: Architecture, recipe: Recipe, name: str, launch: Launch, hardware: Hardware) -> list[str]:
+    """Setups that would fit where the recipe's does not: smaller micro-batches (same global batch), ZeRO-3,
+    CPU offload, more GPUs; the cheapest change first."""
+    memory_gib = hardware.memory_gib or 80
+    args = recipe.stage(name).trainer
+    batch = args.get("per_device_train_batch_size") or 8
+    zero3 = Launch(source="configs/deepspeed_zero3.yaml", distributed_type="DEEPSPEED", sharding="zero3")
+    offload = replace(zero3, source="configs/deepspeed_zero3_offload.yaml", offload=True)
+    setups = [] if memory.pure_low_precision(recipe, name, launch) else [(launch, hardware.gpus)]
+    setups += [(zero3, hardware.gpus), (zero3, 8), (offload, 8)]
+    found = []
+    for setup, gpus in setups:
+        for micro in sorted({batch, *[b for b in (8, 4, 2, 1) if b < batch]}, reverse=True):
+            est = memory.estimate(arch, recipe, name, setup, gpus, micro)
+            if est.total <= memory_gib * memory.GIB:
+                accumulation = max(1, memory.global_batch(args, hardware.gpus) // (micro * gpus))
+                change = "" if micro == batch and gpus == hardware.gpus else \
+                    f"{name}.per_device_train_batch_size={micro} {name}.gradient_accumulation_steps={accumulation} "
+                found.append(f"{change}with {setup.name} ({setup.source}) on {gpus} x {memory_gib:g} GiB: "
+                             f"{est.total / memory.GIB:.1f} GiB per GPU, global batch {micro * accumulation * gpus}")
+                break
+        if len(found) == 2:
+            break
+    if recipe.model.quantization is None:
+        found.append("or QLoRA: 4-bit base + LoRA (recipes/zephyr-7b-beta/qlora.yaml fits one 24 GiB GPU)")
+    return found
+
+
+def plan(recipe: Recipe, arch: Architecture | None, launch: Launch, hardware: Hardware, rows: dict,
+         name: str, report: Report) -> None:
+    args = recipe.stage(name).trainer
+    gpus = hardware.gpus
+    gb = memory.global_batch(args, gpus)
+    seq = args.get("max_length") or 1024
+    known = None if any(v is None for v in rows.values()) else sum(rows.values())
+    steps = memory.optimizer_steps(known, args, gpus)
+    packed = name == "sft" and args.get("packing")
+    steps_text = f"{'up to ' if packed else ''}{steps:,} optimizer steps" if steps else \
+        "steps unknown (row count unknown)"
+    report.lines.append(f"{name}: global batch {gb} = {args.get('per_device_train_batch_size') or 8} per GPU x "
+                        f"{args.get('gradient_accumulation_steps') or 1} accumulation x {gpus} GPU(s); {steps_text}"
+                        f"{' (packing merges rows)' if packed and steps else ''}; up to {gb * seq:,} tokens per step"
+                        f"{f', {gb * seq * steps:,} in all' if steps else ''}")
+    if arch is None:
+        report.lines.append(f"  memory: unknown architecture for {recipe.model.name_or_path} (not shipped, not a "
+                            "local path, not in the Hub cache); estimate skipped")
+        return
+    est = memory.estimate(arch, recipe, name, launch, gpus)
+    report.lines.append(f"  memory ({launch.name}, GiB): {est.describe()}{_fit(est, hardware)}")
+    on = bool(args.get("activation_checkpointing"))
+    other = memory.estimate(arch, recipe, name, launch, gpus, checkpointing=not on)
+    report.lines.append(f"  gradient checkpointing is {'on' if on else 'off'}; {'off' if on else 'on'}: activations "
+                        f"{other.parts['activations'] / memory.GIB:.1f} GiB, {other.total / memory.GIB:.1f} GiB per GPU"
+                        + (f" (set {name}.gradient_checkpointing=true)" if not on and other.total < est.total else ""))
+    if hardware.memory_gib is not None:
+        fits = est.total <= hardware.memory_gib * memory.GIB
+        report.fits = fits if report.fits is None else report.fits and fits
+        if not fits:
+            for line in alternatives(arch, recipe, name, launch, hardware):
+                report.lines.append(f"  would fit: {line}")
+
+
+def hardware_from(gpus: int | None, gpu_memory: float | None, gpu: str | None, launch: Launch) -> Hardware:
+    if gpu is not None and gpu.lower() not in GPU_TYPES:
+        raise UserError(f"--gpu {gpu!r} is not one we know; use one of {', '.join(GPU_TYPES)} or give --gpu-memory")
+    known_memory, bf16 = GPU_TYPES.get((gpu or "").lower(), (None, None))
+    count = gpus or (launch.processes if launch.source != "<none>" else 1)
+    if gpus is not None and gpus < 1:
+        raise UserError(f"--gpus must be 1 or more, got {gpus}")
+    return Hardware(gpus=count, memory_gib=gpu_memory or known_memory, bf16=bf16, name=gpu)
+
+
+def check(recipe: Recipe, launch: Launch | None = None, hardware: Hardware | None = None, data: bool = True,
+          estimate: bool = True, stages: tuple[str, ...] = STAGES) -> Report:
+    """Everything `zephyr-train check` finds, as lines to print; raises nothing for recipe problems."""
+    launch = launch or Launch(source="<none>")
+    hardware = hardware or Hardware(gpus=launch.processes)
+    report = Report()
+    arch = architecture_of(recipe.model.name_or_path, recipe.model.revision)
+    rules(recipe, launch, hardware, arch, report)
+    report.warnings.extend(launcher.notes(launch))
+    name = recipe.model.name_or_path
+    where = "shipped" if name in KNOWN else "built-in" if name.startswith("builtin:") else "read from its config"
+    size = "" if arch is None else f"{arch.params / 1e9:.2f}B" if arch.params >= 1e9 else f"{arch.params / 1e6:.1f}M"
+    report.lines.append(f"model: {name}: " + (f"{size} parameters ({where}), context {arch.max_position_embeddings}"
+                                              if arch else "architecture unknown offline"))
+    shown = "" if launch.source == "<none>" else f" ({launch.source})"
+    report.lines.append(f"launch: {launch.name}{shown}, {hardware.gpus} "
+                        f"{'CPU process(es)' if launch.on_cpu else 'GPU(s)'}"
+                        + (f" x {hardware.memory_gib:g} GiB" if hardware.memory_gib else ""))
+    for name in stages:
+        if recipe.stage(name) is None:
+            continue
+        mark = len(report.lines)
+        rows = check_data(recipe, name, report) if data else {}
+        data_lines, report.lines[mark:] = report.lines[mark:], []
+        if estimate:
+            plan(recipe, arch, launch, hardware, rows, name, report)
+        report.lines[mark + 1:mark + 1] = data_lines  # under the stage's heading line
+    return report
+
+
+def before_stage(recipe: Recipe, stages: tuple[str, ...]) -> None:
+    """The preflight's rules and data checks at the start of `sft`/`dpo`/`run`: the first error is raised,
+    warnings printed once (by the main process)."""
+    launcher.gpu_guard()
+    report = check(recipe, launcher.from_env(), estimate=False, stages=stages)
+    if report.errors:
+        raise UserError(report.errors[0])
+    bf16 = [name for name in stages if recipe.stage(name) and recipe.stage(name).trainer.get("bf16")]
+    if bf16:  # torch loads here only when the recipe asks for bf16, and only once the rules passed
+        import torch
+
+        if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+            raise UserError(f"{recipe.source}: {bf16[0]}.bf16 is on but {torch.cuda.get_device_name()} has no "
+                            f"bfloat16; set {bf16[0]}.bf16=false {bf16[0]}.fp16=true model.dtype=float16")
+    if os.environ.get("RANK", "0") == "0":
+        for warning in report.warnings:
+            print(f"zephyr-train: warning: {warning}")

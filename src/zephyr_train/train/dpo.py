@@ -1,0 +1,202 @@
+"""The DPO stage, top to bottom: check, data, claim the output directory, model, train, summarize.
+
+Training is TRL's `DPOTrainer` on `ultrafeedback_binarized`-shaped pairs. The policy starts from the
+SFT stage's result when the recipe has an `sft` section (from `model.name_or_path` otherwise). The
+reference is what TRL makes of the recipe: with LoRA the same weights with the adapter disabled (no
+second model), with `precompute_ref_log_probs` log-probs computed once before training, otherwise a
+frozen copy. Held-out preference accuracy and reward margin are measured before and after training.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from zephyr_train import run_files
+from zephyr_train.config.recipe import Recipe
+from zephyr_train.data import chat_template, mixture
+from zephyr_train.errors import UserError
+from zephyr_train.train import merge, modeling, tracking
+from zephyr_train.train import stage_dir as stage
+from zephyr_train.train.patches import prompt_length
+from zephyr_train.train.results import headline
+
+
+def policy_location(recipe: Recipe) -> str:
+    """Where the policy starts: the finished SFT stage if the recipe has one, else the recipe's model."""
+    if recipe.sft is None:
+        return modeling.model_location(recipe.model, recipe.source)
+    sft_dir = recipe.stage_dir("sft")
+    if not (sft_dir / run_files.SUMMARY).exists():
+        raise UserError(f"{recipe.source}: DPO starts from the SFT stage's result, but {sft_dir} holds no finished "
+                        f"SFT run; run `zephyr-train sft {recipe.source}` first (or remove the sft section to "
+                        "start DPO from model.name_or_path)")
+    if (sft_dir / "adapter_config.json").exists():
+        return str(merge.merged_dir(sft_dir).resolve())  # made by `merge.merge_adapter` before loading
+    return str(sft_dir.resolve())
+
+
+def with_bos(template: str, tokenizer: Any) -> str:
+    """TRL tokenizes DPO pairs without special tokens; inference and our SFT start with one BOS."""
+    return "{{ bos_token }}" + template if chat_template.adds_bos(tokenizer) else template
+
+
+def pair_margins(trainer: Any) -> Any:
+    """β·(log-ratio of chosen − log-ratio of rejected) for every held-out pair, in order.
+
+    TRL logs only batch means of a strict `chosen > rejected` accuracy, which reads 0.0 before
+    training (policy == reference, every pair ties). Per-pair margins let ties count half, so an
+    untrained policy scores 0.5. Both log-probs come from TRL's own `compute_ref_log_probs` (its
+    masking, truncation and `ld_alpha`): for the policy, `ref_model` is pointed at the policy for the
+    call so a LoRA adapter stays on. The wrapped model (DDP, FSDP, DeepSpeed) runs the forwards, since
+    after training a sharded model's parameters live only in its wrapper.
+    """
+    import torch
+
+    model, reference, margins = trainer.model_wrapped or trainer.model, trainer.ref_model, []
+    model.eval()
+    for batch in trainer.get_eval_dataloader():
+        batch = trainer._prepare_inputs(batch)
+        if "ref_chosen_logps" in batch:  # precompute_ref_log_probs
+            ref_chosen, ref_rejected = batch["ref_chosen_logps"], batch["ref_rejected_logps"]
+        else:
+            ref_chosen, ref_rejected = trainer.compute_ref_log_probs(reference or model, batch)
+        trainer.ref_model = model
+        try:
+            chosen, rejected = trainer.compute_ref_log_probs(model, batch)
+        finally:
+            trainer.ref_model = reference
+        margin = trainer.beta * ((chosen - ref_chosen) - (rejected - ref_rejected))
+        margins.append(trainer.accelerator.gather_for_metrics(margin.float()))
+    return torch.cat(margins).cpu()
+
+
+def held_out(trainer: Any) -> dict[str, float]:
+    """Preference accuracy (ties count half), mean reward margin and DPO loss on the eval split."""
+    margins = pair_margins(trainer)
+    loss = trainer.evaluate().get("eval_loss")
+    return {"accuracy": ((margins > 0).float().mean() + 0.5 * (margins == 0).float().mean()).item(),
+            "margin": margins.mean().item(), "ties": (margins == 0).float().mean().item(),
+            "pairs": len(margins), "loss": loss}
+
+
+def release(trainer: Any) -> None:
+    """Drop the trainer's hold on the training model, so merging never has two models in memory."""
+    trainer.accelerator.free_memory()
+    trainer.model = trainer.model_wrapped = trainer.ref_model = trainer.optimizer = trainer.lr_scheduler = None
+
+
+def merge_once(start: stage.Start, adapter_dir: Path, base: str, recipe: Recipe) -> Path:
+    """Merge on the main process only; the others wait for the merged files."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    target = merge.merged_dir(adapter_dir)
+    if start.state.is_main_process:
+        start.log(f"merging the adapter in {adapter_dir} into {base} (16/32-bit) as {target}")
+        merge.merge_adapter(adapter_dir, base, recipe.model)
+    start.state.wait_for_everyone()
+    return target
+
+
+def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
+            callbacks: list[Any] = ()) -> dict[str, Any]:
+    """Train the dpo stage; `callbacks` are extra trainer callbacks (the Hub's checkpoint pushes).
+    Publishing the result is the caller's job (`publish.hub.push_stage`), never the stage's."""
+    if recipe.dpo is None:
+        raise UserError(f"{recipe.source}: no dpo section; add one with datasets and trainer settings")
+    spec, src = recipe.dpo, recipe.source
+    trainer_args = dict(spec.trainer)
+
+    # 1. Checks that need no model or data.
+    inference_template, _ = chat_template.resolve(recipe.chat_template, src)
+    mixture.check_sources(spec, "dpo", src)
+    location = policy_location(recipe)
+    if trainer_args.get("beta", 0.1) <= 0:
+        raise UserError(f"{src}: dpo.beta must be > 0 (Zephyr used 0.1; the current public recipe 0.01)")
+    start = stage.begin(recipe, "dpo", overwrite)
+
+    # 2. Data: pairs checked, bad ones dropped and counted, split into prompt / chosen / rejected.
+    with start.state.main_process_first():
+        data = mixture.load_mixture(spec, "dpo", src, ["chosen", "rejected"], seed=trainer_args["seed"],
+                                    optional=("prompt",))
+        train, evaluation, dropped = mixture.clean_splits(data, mixture.clean_preferences)
+        if len(train) == 0:
+            raise UserError(f"{src}: no usable preference pairs left after dropping bad rows ({dict(dropped)})")
+    stage.log_dropped(start, dropped, data["report"]["eval_overlap_removed"])
+
+    # 3. The output directory, now that recipe and data are good.
+    stage.claim(start, recipe, overrides, overwrite)
+
+    # 4. Model and trainer; TRL tokenizes with the template (one BOS), the saved tokenizer keeps the public one.
+    from trl import DPOConfig, DPOTrainer
+
+    if location == str(merge.merged_dir(recipe.stage_dir("sft")).resolve()):
+        merge_once(start, recipe.stage_dir("sft"), modeling.model_location(recipe.model, src), recipe)
+
+    tokenizer = modeling.load_tokenizer(location, recipe.model, inference_template)
+    tokenizer.chat_template = with_bos(inference_template, tokenizer)
+    callbacks = [*tracking.configure(recipe, "dpo", trainer_args, start.out), *callbacks]
+    config = DPOConfig(output_dir=str(start.out), **trainer_args)
+    model = modeling.load_model(location, recipe.model)  # after the config, as in sft.py (ZeRO-3 loading)
+    trainer = DPOTrainer(model=model, args=config, train_dataset=train, eval_dataset=evaluation,
+                         processing_class=tokenizer, peft_config=modeling.lora_config(spec.lora),
+                         callbacks=callbacks)
+    tokenizer.chat_template = inference_template
+    if spec.max_prompt_length:
+        prompt_length.cut_trainer_prompts(trainer, spec.max_prompt_length, tokenizer.bos_token_id)
+
+    # 5. Held-out figures before, train, after; save.
+    before = held_out(trainer) if evaluation is not None and start.resume is None else {}
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(start.resume) if start.resume else None)
+    wall = time.perf_counter() - started
+    after = held_out(trainer) if evaluation is not None else {}
+    trainer.save_model(str(start.out))
+    summary = summarize(trainer, result, before, after, wall, start.out, data["report"], dropped, len(train))
+    summary["merged_model_dir"] = None
+    if spec.lora is not None:  # the final artifact people load: the DPO adapter merged into the SFT model
+        release(trainer)
+        del trainer, model
+        summary["merged_model_dir"] = str(merge_once(start, start.out, location, recipe))
+    if not start.state.is_main_process:
+        return {}
+    (start.out / run_files.SUMMARY).write_text(json.dumps(summary, indent=2))
+    print_summary(summary)
+    return summary
+
+
+def summarize(trainer: Any, result: Any, before: dict, after: dict, wall: float, out: Path, report: dict,
+              dropped: dict, n_train: int) -> dict[str, Any]:
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return {
+        "stage": "dpo",
+        "train_loss_first": losses[0] if losses else None,
+        "train_loss_last": losses[-1] if losses else None,
+        "train_loss_mean": result.metrics.get("train_loss"),
+        "held_out_before": before,
+        "held_out_after": after,
+        "global_step": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
+        "train_pairs": n_train,
+        "train_runtime_s": result.metrics.get("train_runtime"),
+        "wall_time_s": wall,
+        "model_dir": str(out),
+        "adapter": hasattr(trainer.model, "peft_config"),
+        "data": {"sources": report["sources"], "dropped": dict(dropped),
+                 "eval_overlap_removed": report["eval_overlap_removed"]},
+    }
+
+
+def print_summary(s: dict[str, Any]) -> None:
+    print(f"\nDPO done in {s['wall_time_s']:.1f}s: {s['global_step']} steps, {s['train_pairs']} pairs")
+    print(f"  {headline(s)}")
+    print(f"  {'adapter' if s['adapter'] else 'model'} and tokenizer saved in {s['model_dir']}")
+    if s.get("merged_model_dir"):
+        print(f"  merged model (loads with transformers alone) in {s['merged_model_dir']}")

@@ -1,0 +1,69 @@
+"""`zephyr-train run`: SFT then DPO from one recipe, each stage in OUTPUT_DIR/<stage>.
+
+A stage finished under the same settings (its recorded fingerprint) is skipped; one made under other
+settings is run again from scratch, and so is everything after it (DPO's fingerprint includes
+SFT's); an interrupted stage resumes from its last checkpoint. `--force` re-runs every stage. A
+directory holding files zephyr-train did not make is never cleared without `--force`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from zephyr_train import run_files
+from zephyr_train.config.recipe import Recipe, fingerprint
+from zephyr_train.errors import UserError
+from zephyr_train.train import stage_dir
+from zephyr_train.train.results import headline
+
+
+def run_stage(recipe: Recipe, kind: str, overrides: list[str] = (), overwrite: bool = False) -> dict[str, Any]:
+    """One stage, then its publication: the stage trains and saves, the Hub push happens here, after it
+    (and checkpoint pushes through the callbacks handed in). Returns the stage's summary ({} off the main
+    process)."""
+    from zephyr_train.publish import hub
+
+    if kind == "sft":
+        from zephyr_train.train.sft import run_sft as runner
+    else:
+        from zephyr_train.train.dpo import run_dpo as runner
+    out = recipe.stage_dir(kind)
+    result = runner(recipe, overrides, overwrite=overwrite, callbacks=hub.save_callbacks(recipe, kind, out))
+    if result:
+        hub.push_stage(recipe, kind, out)
+    return result
+
+
+def run_pipeline(recipe: Recipe, overrides: list[str] = (), force: bool = False) -> dict[str, Any]:
+    stages = [stage.kind for stage in recipe.stages]
+    if not stages:
+        raise UserError(f"{recipe.source}: no sft or dpo section; nothing to run")
+    results: dict[str, Any] = {}
+    for name in stages:
+        out = recipe.stage_dir(name)
+        state = stage_dir.state_of(out, fingerprint(recipe, name))
+        if state == "finished" and not force:
+            print(f"{name}: finished under the same settings in {out}; skipped (--force runs it again)")
+            results[name] = json.loads((out / run_files.SUMMARY).read_text())
+            continue
+        if state == "changed" and not force:
+            print(f"{name}: {out} was made with other settings; running the stage again from scratch")
+        results[name] = run_stage(recipe, name, overrides, overwrite=force or state == "changed")
+    if not results.get(stages[-1]):
+        return {}  # not the main process
+    last = results[stages[-1]]
+    final = Path(last.get("merged_model_dir") or last["model_dir"])
+    summary = {"stages": results, "final_model": str(final),
+               "final_adapter": last["model_dir"] if last.get("adapter") else None}
+    Path(recipe.output_dir).mkdir(parents=True, exist_ok=True)
+    (Path(recipe.output_dir) / run_files.SUMMARY).write_text(json.dumps(summary, indent=2))
+    from zephyr_train.publish.report import write_report
+
+    report = write_report(recipe.output_dir)
+    print(f"\nrun done: final model in {final}; figures in {Path(recipe.output_dir) / run_files.SUMMARY}")
+    for name, result in results.items():
+        print(f"  {name}: {headline(result)}")
+    print(f"report: {report}")
+    return summary

@@ -1,0 +1,103 @@
+"""alignment-handbook configs run with `--config FILE` unchanged; obsolete keys mapped with a warning."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from tests.conftest import cli
+from zephyr_train.config.handbook import load_handbook
+from zephyr_train.data.chat_template import ZEPHYR
+from zephyr_train.errors import UserError
+
+# The handbook's zephyr-7b-beta sft/config_full.yaml, pointed at the built-in model and sample, offline.
+SFT_CONFIG = {
+    "model_name_or_path": "builtin:tiny-mistral", "model_revision": "main", "torch_dtype": "float32",
+    "attn_implementation": "sdpa", "chat_template": ZEPHYR,
+    "dataset_mixer": {"builtin:ultrachat-sample": 0.1}, "dataset_splits": ["train_sft", "test_sft"],
+    "preprocessing_num_workers": 1, "bf16": False, "do_eval": True, "evaluation_strategy": "epoch",
+    "gradient_accumulation_steps": 1, "gradient_checkpointing": True,
+    "gradient_checkpointing_kwargs": {"use_reentrant": False}, "hub_model_id": "zephyr-7b-sft-full",
+    "hub_strategy": "every_save", "learning_rate": 2.0e-05, "log_level": "info", "logging_steps": 5,
+    "logging_strategy": "steps", "lr_scheduler_type": "cosine", "max_seq_length": 256, "max_steps": 2,
+    "num_train_epochs": 1, "overwrite_output_dir": True, "per_device_eval_batch_size": 8,
+    "per_device_train_batch_size": 4, "push_to_hub": False, "remove_unused_columns": True,
+    "report_to": ["none"], "save_strategy": "no", "seed": 42, "warmup_ratio": 0.1,
+}
+# sft/config_qlora.yaml's model keys
+QLORA_KEYS = {"load_in_4bit": True, "use_peft": True, "lora_r": 16, "lora_alpha": 16, "lora_dropout": 0.05,
+              "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+              "bnb_4bit_quant_storage": "bfloat16"}
+# dpo/config_full.yaml
+DPO_CONFIG = {
+    "model_name_or_path": "builtin:tiny-mistral", "torch_dtype": "float32",
+    "dataset_mixer": {"builtin:ultrafeedback-sample": 0.1}, "dataset_splits": ["train_prefs", "test_prefs"],
+    "bf16": False, "beta": 0.01, "do_eval": True, "evaluation_strategy": "steps", "eval_steps": 100,
+    "gradient_accumulation_steps": 2, "learning_rate": 5.0e-7, "lr_scheduler_type": "cosine",
+    "max_length": 256, "max_prompt_length": 128, "max_steps": 2, "num_train_epochs": 1, "optim": "adamw_torch",
+    "per_device_train_batch_size": 2, "per_device_eval_batch_size": 4, "report_to": ["none"],
+    "save_strategy": "no", "seed": 42, "warmup_ratio": 0.1,
+}
+
+
+def write(tmp_path, config: dict, name: str = "config_full.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump({**config, "output_dir": str(tmp_path / "out")}))
+    return path
+
+
+def test_sft_config_maps_to_a_recipe(tmp_path, capsys):
+    recipe = load_handbook(write(tmp_path, SFT_CONFIG), "sft")
+    warned = capsys.readouterr().err
+    assert "max_seq_length is now max_length" in warned and "overwrite_output_dir has no effect" in warned
+    assert recipe.model.name_or_path == "builtin:tiny-mistral" and recipe.chat_template == "zephyr"
+    t = recipe.sft.trainer
+    assert t["max_length"] == 256 and t["warmup_steps"] == 0.1 and t["eval_strategy"] == "epoch"
+    assert t["activation_checkpointing"] is True and t["dataset_num_proc"] == 1
+    assert recipe.sft.datasets[0].weight == 0.1 and recipe.sft.eval.split == "test_sft"
+    assert recipe.stage_dir("sft") == tmp_path / "out" / "sft"
+
+
+def test_qlora_and_mixture_keys(tmp_path):
+    config = {k: v for k, v in SFT_CONFIG.items() if k not in ("dataset_mixer", "dataset_splits")}
+    config["dataset_mixture"] = {"datasets": [{"id": "builtin:ultrachat-sample", "split": "train_sft",
+                                               "columns": ["messages"], "weight": 0.5}], "test_split_size": 0.1}
+    recipe = load_handbook(write(tmp_path, {**config, **QLORA_KEYS, "torch_dtype": "bfloat16"}), "sft")
+    quant = recipe.model.quantization
+    assert quant.load_in_4bit and quant.bnb_4bit_compute_dtype == "bfloat16" and quant.bnb_4bit_quant_storage
+    assert recipe.sft.lora.r == 16 and "down_proj" in recipe.sft.lora.target_modules
+    assert recipe.sft.eval.fraction == 0.1 and recipe.sft.datasets[0].weight == 0.5
+
+
+def test_not_a_handbook_config(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("model:\n  name_or_path: builtin:tiny-mistral\n")
+    with pytest.raises(UserError, match="not an alignment-handbook config"):
+        load_handbook(path, "sft")
+
+
+@pytest.mark.slow
+def test_handbook_sft_config_runs(tmp_path):
+    sft = cli("sft", "--config", str(write(tmp_path, SFT_CONFIG)), "sft.eval.max_samples=8")
+    assert sft.returncode == 0, sft.stderr[-3000:]
+    assert "zephyr-train: warning: " in sft.stderr
+    assert json.loads((tmp_path / "out" / "sft" / "summary.json").read_text())["global_step"] == 2
+
+
+@pytest.mark.slow
+def test_handbook_dpo_config_runs(tmp_path):
+    dpo = cli("dpo", "--config", str(write(tmp_path, DPO_CONFIG, "config_dpo.yaml")), "dpo.max_steps=1",
+              "dpo.eval.max_samples=8")
+    assert dpo.returncode == 0, dpo.stderr[-3000:]
+    assert json.loads((tmp_path / "out" / "dpo" / "summary.json").read_text())["global_step"] == 1
+
+
+def test_cut_prompts_keeps_bos_and_the_end():
+    from datasets import Dataset
+
+    from zephyr_train.train.patches.prompt_length import cut_prompts
+
+    ds = cut_prompts(Dataset.from_dict({"prompt_ids": [[1, 5, 6, 7, 8], [1, 9]]}), 3, bos=1)
+    assert ds["prompt_ids"] == [[1, 7, 8], [1, 9]]

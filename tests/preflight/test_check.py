@@ -1,0 +1,289 @@
+"""`zephyr-train check`: every shipped recipe and config passes, each rule has a failing example, and
+the memory estimate agrees with published figures. All offline, no weights, seconds in all."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, SMOKE
+from zephyr_train.cli import main
+from zephyr_train.config.recipe import load_recipe
+from zephyr_train.preflight import check as preflight
+from zephyr_train.preflight import launcher, memory
+from zephyr_train.preflight.architectures import MISTRAL_7B, architecture_of
+
+RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+QLORA, FULL = ROOT / "recipes/zephyr-7b-beta/qlora.yaml", ROOT / "recipes/zephyr-7b-beta/full.yaml"
+ZERO3 = ROOT / "configs/deepspeed_zero3.yaml"
+
+
+def check(capsys, *argv: str) -> tuple[int, str]:
+    code = main(["check", *map(str, argv)])
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def errors(recipe, overrides=(), config=None, **hardware) -> list[str]:
+    launch = launcher.read(config) if config else None
+    report = preflight.check(load_recipe(recipe, list(overrides)), launch, preflight.Hardware(**hardware)
+                             if hardware else None, estimate=False)
+    return report.errors + [f"warning: {w}" for w in report.warnings]
+
+
+# --- every recipe and every accelerate config passes ---------------------------------------------------
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_every_recipe_passes_check(capsys, recipe):
+    code, out = check(capsys, recipe)
+    assert code == 0, out
+    assert "error" not in out
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+def test_every_accelerate_config_passes_check(capsys, config):
+    recipe = SMOKE if config.stem == "cpu" else QLORA
+    code, out = check(capsys, recipe, "--accelerate-config", config, "--gpu-memory", 80)
+    assert code == 0, out
+    assert "check: " in out and "fits" in out
+
+
+def test_gpu_configs_are_accelerate_configs():
+    """Every key is one accelerate's ClusterConfig knows, and the engine is the one the file name says."""
+    kinds = {"single_gpu": "NO", "multi_gpu": "MULTI_GPU", "deepspeed_zero3": "DEEPSPEED",
+             "deepspeed_zero3_offload": "DEEPSPEED", "fsdp": "FSDP", "fsdp_qlora": "FSDP", "multi_node": "DEEPSPEED",
+             "cpu": "MULTI_CPU"}
+    for path in CONFIGS:
+        launch = launcher.read(path)
+        assert launch.distributed_type == kinds[path.stem], path
+    assert launcher.read(ROOT / "configs/deepspeed_zero3_offload.yaml").offload
+    assert launcher.read(ROOT / "configs/fsdp.yaml").sharding == "fsdp"
+    assert launcher.read(ROOT / "configs/multi_node.yaml").machines == 2
+
+
+def test_check_is_fast_and_imports_no_torch():
+    code = ("import sys, time; t = time.time(); from zephyr_train.cli import main; "
+            f"rc = main(['check', {str(FULL)!r}, '--accelerate-config', {str(ZERO3)!r}, '--gpu-memory', '80']); "
+            "heavy = [m for m in ('torch', 'transformers', 'trl') if m in sys.modules]; "
+            "print(json.dumps([rc, heavy, time.time() - t]))").replace("import sys,", "import json, sys,")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    rc, heavy, seconds = json.loads(out.stdout.splitlines()[-1])
+    assert (rc, heavy) == (0, []), out.stdout + out.stderr
+    assert seconds < 5
+
+
+# --- the published figures ---------------------------------------------------------------------------
+
+
+def test_mistral_7b_size_matches_published():
+    assert MISTRAL_7B.params == pytest.approx(7.24e9, rel=0.005)  # "7.3B" in the Mistral release, 7.24B counted
+
+
+def test_qlora_7b_fits_one_24gb_gpu(capsys):
+    code, out = check(capsys, QLORA, "--gpus", 1, "--gpu-memory", 24)
+    assert code == 0, out
+    assert "fits on 1 x 24 GiB" in out and "NOT" not in out
+
+
+def test_full_7b_does_not_fit_one_80gb_gpu_but_fits_8_with_zero3(capsys):
+    recipe = load_recipe(FULL)
+    alone = memory.estimate(MISTRAL_7B, recipe, "sft", launcher.Launch("<none>"), 1)
+    assert alone.total > 80 * memory.GIB
+    # standard mixed precision (fp32 weights, bf16 compute): 16 bytes per parameter before any activation
+    fp32 = load_recipe(FULL, ["model.dtype=float32"])
+    static = memory.estimate(MISTRAL_7B, fp32, "sft", launcher.Launch("<none>"), 1)
+    assert static.parts["weights"] + static.parts["gradients"] + static.parts["optimizer"] > 100 * memory.GIB
+    sharded = memory.estimate(MISTRAL_7B, recipe, "sft", launcher.read(ZERO3), 8)
+    assert sharded.total < 80 * memory.GIB
+    code, out = check(capsys, FULL, "--accelerate-config", ZERO3, "--gpus", 8, "--gpu-memory", 80)
+    assert code == 0 and "fits on 8 x 80 GiB" in out, out
+
+
+def test_full_recipe_on_24gb_says_what_would_fit(capsys):
+    code, out = check(capsys, FULL, "--gpus", 1, "--gpu-memory", 24)
+    assert code == 3, out
+    assert "does NOT fit on 1 x 24 GiB" in out
+    assert "would fit:" in out and "ZeRO-3" in out and "qlora.yaml" in out
+
+
+def test_dpo_reference_counted_only_without_lora():
+    full, qlora = load_recipe(FULL), load_recipe(QLORA)
+    none = launcher.Launch("<none>")
+    assert memory.estimate(MISTRAL_7B, full, "dpo", none, 1).parts["DPO reference"] > 13 * memory.GIB
+    assert "DPO reference" not in memory.estimate(MISTRAL_7B, qlora, "dpo", none, 1).parts
+    pre = load_recipe(FULL, ["dpo.precompute_ref_log_probs=true", "dpo.max_prompt_length=null"])
+    assert "DPO reference" not in memory.estimate(MISTRAL_7B, pre, "dpo", none, 1).parts
+
+
+def test_gradient_checkpointing_and_4bit_shrink_memory():
+    none = launcher.Launch("<none>")
+    on = memory.estimate(MISTRAL_7B, load_recipe(QLORA), "sft", none, 1)
+    off = memory.estimate(MISTRAL_7B, load_recipe(QLORA, ["sft.gradient_checkpointing=false"]), "sft", none, 1)
+    assert off.parts["activations"] > 10 * on.parts["activations"]
+    assert on.parts["weights"] < 4.5 * memory.GIB  # NF4 7B: ~4 GiB, vs 13.5 in bf16
+
+
+def test_steps_and_global_batch(capsys):
+    code, out = check(capsys, FULL, "--accelerate-config", ZERO3, "--gpu-memory", 80)
+    assert "sft: global batch 128 = 16 per GPU x 1 accumulation x 8 GPU(s)" in out
+    assert "dpo: global batch 128 = 8 per GPU x 2 accumulation x 8 GPU(s); 478 optimizer steps" in out  # 61,135 rows
+
+
+def test_local_model_read_from_its_config(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 64, "intermediate_size": 128,
+                                                      "num_hidden_layers": 2, "num_attention_heads": 4,
+                                                      "vocab_size": 100, "max_position_embeddings": 512}))
+    arch = architecture_of(str(tmp_path))
+    assert arch.num_key_value_heads == 4 and arch.max_position_embeddings == 512
+
+
+# --- each rule, failing -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("recipe", "overrides", "config", "hardware", "message"),
+    [
+        (QLORA, ["model.quantization.bnb_4bit_quant_storage=uint8"], "configs/fsdp_qlora.yaml", {},
+         "bnb_4bit_quant_storage: bfloat16"),
+        (QLORA, ["model.quantization.bnb_4bit_quant_storage=null"], "configs/deepspeed_zero3.yaml", {},
+         "sharded as uint8"),
+        (QLORA, [], None, {"bf16": False, "name": "v100"}, "the v100 has no bfloat16"),
+        (SMOKE, ["chat_template={{ messages }}"], None, {}, "no {% generation %} markers"),
+        (SMOKE, ["dpo.beta=0"], None, {}, "dpo.beta must be > 0"),
+        (SMOKE, ["dpo.beta=-0.1"], None, {}, "dpo.beta must be > 0"),
+        (FULL, ["sft.learning_rate=2e-3"], None, {}, "warning: "),
+        (QLORA, ["dpo.learning_rate=5e-8"], None, {}, "outside 1e-07-0.0001"),
+        (SMOKE, ["sft.eval=null", "sft.eval_strategy=steps"], None, {}, "sft has no eval section"),
+        (SMOKE, ["sft.max_length=8192"], None, {}, "above the model's context of 4096"),
+        (FULL, ["sft.max_length=40000"], None, {}, "above the model's context of 32768"),
+        (FULL, ["dpo.max_prompt_length=1024"], None, {}, "max_prompt_length 1024 must be below dpo.max_length 1024"),
+        (FULL, ["dpo.precompute_ref_log_probs=true"], None, {}, "drop one of max_prompt_length"),
+        (FULL, [], None, {}, "no fp32 master copy"),
+    ],
+)
+def test_rule_fails(recipe, overrides, config, hardware, message):
+    found = errors(recipe, overrides, ROOT / config if config else None, **hardware)
+    assert any(message in line for line in found), found
+
+
+def test_four_bit_without_lora_fails_check(capsys):
+    code, out = check(capsys, QLORA, "sft.lora=null")
+    assert code == 2 and "add a sft.lora section" in out
+
+
+def test_gpu_name_sets_bf16_and_memory(capsys):
+    code, out = check(capsys, QLORA, "--gpu", "t4")
+    assert code == 2 and "the t4 has no bfloat16" in out
+    code, out = check(capsys, QLORA, "--gpu", "rtx4090")
+    assert code == 0 and "fits on 1 x 24 GiB" in out
+
+
+def test_check_reports_every_problem_at_once(capsys):
+    code, out = check(capsys, SMOKE, "dpo.beta=0", "sft.max_length=8192")
+    assert code == 2
+    assert "dpo.beta must be > 0" in out and "sft.max_length 8192" in out
+
+
+# --- local data --------------------------------------------------------------------------------------
+
+
+def write_split(directory, split, rows):
+    directory.mkdir(exist_ok=True)
+    (directory / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_local_data_columns_roles_and_rendering(tmp_path):
+    good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    write_split(tmp_path / "ok", "train_sft", [good] * 3)
+    assert errors(SMOKE, [f"sft.datasets.0.path={tmp_path / 'ok'}", "sft.eval=null", "dpo=null"]) == []
+
+    write_split(tmp_path / "cols", "train_sft", [{"conversation": good["messages"]}])
+    found = errors(SMOKE, [f"sft.datasets.0.path={tmp_path / 'cols'}", "sft.eval=null", "dpo=null"])
+    assert any("has no 'messages' column" in e and "map one with columns" in e for e in found), found
+
+    found = errors(SMOKE, [f"sft.datasets.0.path={tmp_path / 'ok'}", "dpo=null"])  # eval: test_sft, absent
+    assert any("no eval split 'test_sft'" in e for e in found), found
+
+    found = errors(SMOKE, ["sft.datasets.0.split=test_sft"])
+    assert any("an official test split" in e for e in found), found
+
+    bad_role = {"messages": [{"role": "human", "content": "hi"}, {"role": "assistant", "content": "x"}]}
+    write_split(tmp_path / "roles", "train_sft", [bad_role])
+    found = errors(SMOKE, [f"sft.datasets.0.path={tmp_path / 'roles'}", "sft.eval=null", "dpo=null"])
+    assert any("warning: " in e and "rows will be dropped (unknown role)" in e for e in found), found
+
+    drops = "{% for m in messages %}{% if m['role'] == 'user' %}{{ m['content'] }}{% endif %}{% endfor %}"
+    found = errors(SMOKE, [f"sft.datasets.0.path={tmp_path / 'ok'}", "sft.eval=null", "dpo=null",
+                           f"chat_template={drops}", "sft.assistant_only_loss=false"])
+    assert any("do not render" in e and "assistant message does not appear" in e for e in found), found
+
+
+def test_local_preference_data(tmp_path):
+    pair = {"prompt": "q", "chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+            "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    write_split(tmp_path / "prefs", "train_prefs", [pair])
+    found = errors(SMOKE, [f"dpo.datasets.0.path={tmp_path / 'prefs'}", "dpo.eval=null", "sft=null"])
+    assert any("dropped (identical chosen and rejected)" in e for e in found), found
+
+
+def test_render_marks_generation_spans():
+    from zephyr_train.data.chat_template import ZEPHYR, ZEPHYR_TRAINING
+
+    messages = [{"role": "user", "content": "U"}, {"role": "assistant", "content": "A"}]
+    text, spans = preflight.render(ZEPHYR_TRAINING, messages)
+    assert text == "<|user|>\nU</s>\n<|assistant|>\nA</s>\n"
+    assert [text[a:b] for a, b in spans] == ["A</s>"]
+    assert preflight.render(ZEPHYR, messages)[0] == text  # the training twin renders the public template's text
+
+
+# --- launching a GPU config without a GPU ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "engine"),
+    [
+        ({"ACCELERATE_USE_CPU": "True", "ACCELERATE_MIXED_PRECISION": "no", "WORLD_SIZE": "2"}, None),
+        ({"ACCELERATE_MIXED_PRECISION": "bf16", "WORLD_SIZE": "8"}, "8 GPU processes"),
+        ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_MIXED_PRECISION": "bf16"}, "DeepSpeed"),
+        ({"ACCELERATE_USE_FSDP": "true", "ACCELERATE_MIXED_PRECISION": "bf16"}, "FSDP"),
+        ({"ACCELERATE_MIXED_PRECISION": "bf16", "ACCELERATE_USE_CPU": "False", "CUDA_VISIBLE_DEVICES": "0"},
+         "a GPU config"),
+        ({}, None),
+    ],
+)
+def test_launched_for_gpu(env, engine):
+    assert launcher.launched_for_gpu(env) == engine
+
+
+def test_gpu_config_on_a_cpu_machine_stops(tmp_path):
+    if launcher.has_nvidia_gpu():
+        pytest.skip("this machine has a GPU")
+    run = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                          "configs/single_gpu.yaml", "-m", "zephyr_train", "sft", str(SMOKE),
+                          f"output_dir={tmp_path}"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert run.returncode != 0
+    assert "zephyr-train: error: launched with a GPU config (accelerate launch) but this machine has no CUDA GPU" \
+        in run.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_slurm_example_is_valid_bash_and_uses_the_multi_node_config():
+    script = ROOT / "configs" / "slurm_multi_node.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    text = script.read_text()
+    assert "configs/multi_node.yaml" in text and "--machine_rank" in text and "--main_process_ip" in text
+
+
+@pytest.mark.parametrize("recipe", [p for p in RECIPES if p.parent.name == "zephyr-7b-beta"], ids=lambda p: p.stem)
+def test_7b_recipes_run_on_local_curated_data(capsys, recipe):
+    """What `zephyr-train data` writes (a directory of {split}.jsonl in the public schemas) plugs in by path."""
+    samples = ROOT / "src" / "zephyr_train" / "data" / "sample_files"
+    code, out = check(capsys, recipe, f"sft.datasets.0.path={samples / 'ultrachat'}",
+                      f"dpo.datasets.0.path={samples / 'ultrafeedback'}")
+    assert code == 0, out
+    assert out.count("columns ok, first 5 rows render") == 2 and "on the Hub" not in out
