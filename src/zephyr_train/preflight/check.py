@@ -400,8 +400,10 @@ def before_stage(recipe: Recipe, stages: tuple[str, ...]) -> None:
     warnings printed once (by the main process)."""
     launcher.gpu_guard()
     report = check(recipe, launcher.from_env(), estimate=False, stages=stages)
-    if report.errors:
+    if len(report.errors) == 1:
         raise UserError(report.errors[0])
+    if report.errors:  # all of them at once, as `check` lists them; each already names the recipe file
+        raise UserError(f"{len(report.errors)} problems: " + " | ".join(report.errors))
     bf16 = [name for name in stages if recipe.stage(name) and recipe.stage(name).trainer.get("bf16")]
     if bf16:  # torch loads here only when the recipe asks for bf16, and only once the rules passed
         import torch

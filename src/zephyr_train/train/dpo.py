@@ -114,12 +114,10 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
     spec, src = recipe.dpo, recipe.source
     trainer_args = dict(spec.trainer)
 
-    # 1. Checks that need no model or data.
+    # 1. Checks that need no model or data: the recipe's rules and data sources ran once, in
+    #    `preflight.check.before_stage`; here where the policy starts and the output directory.
     inference_template, _ = chat_template.resolve(recipe.chat_template, src)
-    mixture.check_sources(spec, "dpo", src)
     location = policy_location(recipe)
-    if trainer_args.get("beta", 0.1) <= 0:
-        raise UserError(f"{src}: dpo.beta must be > 0 (Zephyr used 0.1; the current public recipe 0.01)")
     start = stage.begin(recipe, "dpo", overwrite)
 
     # 2. Data: pairs checked, bad ones dropped and counted, split into prompt / chosen / rejected.

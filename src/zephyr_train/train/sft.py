@@ -55,10 +55,9 @@ def run_sft(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
     trainer_args = dict(spec.trainer)
     assistant_only = trainer_args.pop("assistant_only_loss")
 
-    # 1. What can be checked without a model or data: template, paths, output directory.
+    # 1. What can be checked without a model or data: the recipe's rules and data sources ran once, in
+    #    `preflight.check.before_stage`, before this was called; here the model's location and the output directory.
     inference_template, training_template = chat_template.resolve(recipe.chat_template, src)
-    chat_template.check_trainable(training_template, assistant_only, src)
-    mixture.check_sources(spec, "sft", src)
     location = modeling.model_location(recipe.model, src)
     start = stage.begin(recipe, "sft", overwrite)
     out = start.out
