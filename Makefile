@@ -31,7 +31,7 @@ bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/curation.py
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
 
 clean:
 	rm -rf runs .pytest_cache

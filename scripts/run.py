@@ -1,4 +1,4 @@
-"""`accelerate launch scripts/run.py RECIPE [key=value ...]` (or `--config HANDBOOK.yaml`): the same as `zephyr-train run`.
+"""`accelerate launch scripts/run.py RECIPE [key=value ...]`, or `--config HANDBOOK.yaml`: `zephyr-train run`.
 
 A thin entry point in the place alignment-handbook users look for one; all logic lives in the package.
 """

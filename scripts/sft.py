@@ -1,4 +1,4 @@
-"""`accelerate launch scripts/sft.py RECIPE [key=value ...]` (or `--config HANDBOOK.yaml`): the same as `zephyr-train sft`.
+"""`accelerate launch scripts/sft.py RECIPE [key=value ...]`, or `--config HANDBOOK.yaml`: `zephyr-train sft`.
 
 A thin entry point in the place alignment-handbook users look for one; all logic lives in the package.
 """

@@ -17,6 +17,7 @@ from typing import Any
 
 from zephyr_train.config.recipe import DatasetSpec, Stage
 from zephyr_train.data import builtin
+from zephyr_train.data.sources import is_hub_id
 from zephyr_train.errors import UserError
 
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -33,8 +34,7 @@ def locate(spec: DatasetSpec) -> tuple[str, Path | None]:
         return "dir", path
     if path.is_file() or glob.glob(str(path)):
         return "files", path
-    looks_local = spec.path.startswith((".", "/", "~")) or path.suffix in FILE_BUILDERS or spec.path.count("/") > 1
-    return ("missing", None) if looks_local else ("hub", None)
+    return ("hub", None) if is_hub_id(spec.path) else ("missing", None)
 
 
 def check_sources(stage: Stage, stage_name: str, source: str) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zephyr_train.data import builtin
+from zephyr_train.data.sources import is_hub_id
 
 
 @dataclass(frozen=True)
@@ -100,5 +101,5 @@ def architecture_of(name: str, revision: str = "main") -> Architecture | None:
         return from_config(json.loads((path / "config.json").read_text()))
     if name in KNOWN:
         return KNOWN[name]
-    config = _cached_config(name, revision) if not path.exists() and name.count("/") == 1 else None
+    config = _cached_config(name, revision) if is_hub_id(name) else None
     return from_config(config) if config else None

@@ -9,12 +9,11 @@ local or built-in model or dataset is named in the text instead).
 from __future__ import annotations
 
 import importlib.metadata
-from pathlib import Path
 from typing import Any
 
 from zephyr_train.config.recipe import Recipe, scrub, to_dict
-from zephyr_train.data import builtin
 from zephyr_train.data.chat_template import resolve
+from zephyr_train.data.sources import is_hub_id
 
 STAGE_TITLES = {
     "sft": "distilled supervised fine-tuning (dSFT, Zephyr stage 1)",
@@ -128,9 +127,7 @@ it inherits. Check its outputs before relying on them.
 
 def hub_id(name: str | None) -> str | None:
     """`name` when it can only be a Hub id (not built-in, not a local path), else None."""
-    if not name or builtin.is_builtin(name) or Path(name).expanduser().exists():
-        return None
-    return name if name.count("/") == 1 and not name.startswith((".", "/", "~")) else None
+    return name if is_hub_id(name) else None
 
 
 def _cell(value: Any) -> str:

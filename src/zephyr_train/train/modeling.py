@@ -11,6 +11,7 @@ from typing import Any
 
 from zephyr_train.config.recipe import Lora, ModelSpec
 from zephyr_train.data import builtin
+from zephyr_train.data.sources import is_hub_id
 from zephyr_train.errors import UserError
 from zephyr_train.preflight import launcher
 
@@ -30,7 +31,7 @@ def model_location(spec: ModelSpec, source: str) -> str:
             raise UserError(f"{source}: model.name_or_path {name!r} has no config.json; point it at a model "
                             "directory saved with save_pretrained")
         return str(path)
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+    if not is_hub_id(name):
         raise UserError(f"{source}: model.name_or_path {name!r} does not exist; give a model directory or a Hub id")
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         from huggingface_hub import try_to_load_from_cache
@@ -74,7 +75,7 @@ def load_tokenizer(location: str, spec: ModelSpec, chat_template: str) -> Any:
     tokenizer.chat_template = chat_template
     if tokenizer.pad_token is None:
         # Mistral has no pad token. Padding is masked by position, never by id, so the real EOS
-        # labels stay trained even though pad == eos (see tests/test_masks.py).
+        # labels stay trained even though pad == eos (see tests/data/test_chat_template.py).
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 

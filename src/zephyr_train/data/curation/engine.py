@@ -33,6 +33,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from zephyr_train.data.sources import is_hub_id
 from zephyr_train.errors import UserError
 
 CHUNK_ROWS = 500
@@ -114,7 +115,7 @@ def read_source(source: str, split: str) -> Iterator[tuple[str, Any]]:
             rows = datasets.load_dataset(builders.pop(), data_files=files, split="train", streaming=True)
         elif path.is_dir():
             raise UserError(f"--source {source}: no .jsonl/.json/.parquet files for split {split!r} in it")
-        elif source.count("/") == 1 and not source.startswith((".", "/", "~")) and not path.suffix:
+        elif is_hub_id(source):
             rows = datasets.load_dataset(source, split=split, streaming=True)
         else:
             raise UserError(f"--source {source} does not exist; give a local file or directory, or a Hub dataset id")
