@@ -13,7 +13,6 @@ import dataclasses
 import difflib
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from zephyr_train.config.secrets import redact
 from zephyr_train.config.trainer_fields import coerce, trainer_fields
 from zephyr_train.errors import UserError
 from zephyr_train.run_files import RESOLVED_RECIPE
@@ -165,8 +165,6 @@ ALIASES = {"gradient_checkpointing": "activation_checkpointing",
            "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs"}
 # Trainer fields we set ourselves from other recipe keys.
 _OWNED_FIELDS = {"model_init_kwargs": "model", "chat_template_path": "chat_template"}
-SECRET_KEY = re.compile(r"token|secret|password|api_key", re.IGNORECASE)
-SECRET_VALUE = re.compile(r"\bhf_[A-Za-z0-9]{16,}\b")
 
 
 # --- loading ---------------------------------------------------------------------------------------
@@ -386,28 +384,6 @@ def to_dict(recipe: Recipe) -> dict[str, Any]:
     if recipe.hub is not None:
         out["hub"] = dataclasses.asdict(recipe.hub)
     return redact(out)
-
-
-def redact(value: Any, key: str = "") -> Any:
-    """Secrets never reach a saved file: token-like keys and hf_ tokens inside values are masked."""
-    if isinstance(value, dict):
-        return {k: redact(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v, key) for v in value]
-    if value and SECRET_KEY.search(key) and isinstance(value, str | bytes):
-        return "<redacted>"
-    if isinstance(value, str):
-        return SECRET_VALUE.sub("<redacted>", value)
-    return value
-
-
-def scrub(text: str) -> str:
-    """`redact` for free text: also masks the values of secret environment variables (HF_TOKEN,
-    WANDB_API_KEY, ...) wherever they appear, whatever their shape."""
-    for key, value in os.environ.items():
-        if SECRET_KEY.search(key) and len(value) >= 8:
-            text = text.replace(value, "<redacted>")
-    return SECRET_VALUE.sub("<redacted>", text)
 
 
 def save_resolved(recipe: Recipe, directory: Path, overrides: list[str] = ()) -> Path:

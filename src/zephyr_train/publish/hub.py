@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from zephyr_train import run_files
-from zephyr_train.config.recipe import STAGES, Hub, Recipe, load_resolved, scrub
+from zephyr_train.config.recipe import STAGES, Hub, Recipe, load_resolved
+from zephyr_train.config.secrets import scrub
 from zephyr_train.errors import UserError
 from zephyr_train.publish import model_card
 from zephyr_train.run_files import RESOLVED_RECIPE

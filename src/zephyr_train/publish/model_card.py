@@ -11,7 +11,8 @@ from __future__ import annotations
 import importlib.metadata
 from typing import Any
 
-from zephyr_train.config.recipe import Recipe, scrub, to_dict
+from zephyr_train.config.recipe import Recipe, to_dict
+from zephyr_train.config.secrets import scrub
 from zephyr_train.data.chat_template import resolve
 from zephyr_train.data.sources import is_hub_id
 

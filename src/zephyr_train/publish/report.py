@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from zephyr_train import run_files
-from zephyr_train.config.recipe import STAGES, load_resolved, scrub
+from zephyr_train.config.recipe import STAGES, load_resolved
+from zephyr_train.config.secrets import scrub
 from zephyr_train.run_files import LOG_HISTORY, REPORT, REPORT_FILES, RESOLVED_RECIPE
 
 FILES = REPORT_FILES
