@@ -96,6 +96,12 @@ class Stage:
     max_prompt_length: int | None = None  # dpo: prompts cut to their last N tokens (TRL 1.16 has no such field)
     trainer: dict[str, Any] = field(default_factory=dict)  # TRL config fields, by their TRL names
 
+    def setting(self, name: str) -> Any:
+        """The value the trainer will use for a TRL config field: the recipe's, else the installed TRL's
+        default (read from its source, never retyped here)."""
+        value = self.trainer.get(name)
+        return trainer_fields(self.kind)[name].default if value is None else value
+
 
 @dataclass
 class Hub:

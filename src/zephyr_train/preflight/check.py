@@ -104,7 +104,7 @@ def _objective_rules(recipe: Recipe, name: str, report: Report) -> None:
             chat_template.check_trainable(training, args.get("assistant_only_loss", False), src)
         except UserError as err:
             report.errors.append(str(err))
-    if name == "dpo" and args.get("beta", 0.1) <= 0:
+    if name == "dpo" and stage.setting("beta") <= 0:
         report.errors.append(f"{src}: dpo.beta must be > 0 (Zephyr used 0.1; the current public recipe 0.01)")
     lr = args.get("learning_rate")
     low, high = LR_RANGES[(name, stage.lora is not None)]
@@ -297,8 +297,8 @@ def alternatives(arch: Architecture, recipe: Recipe, name: str, launch: Launch, 
     """Setups that would fit where the recipe's does not: smaller micro-batches (same global batch), ZeRO-3,
     CPU offload, more GPUs; the cheapest change first."""
     memory_gib = hardware.memory_gib or 80
-    args = recipe.stage(name).trainer
-    batch = args.get("per_device_train_batch_size") or 8
+    stage = recipe.stage(name)
+    batch = stage.setting("per_device_train_batch_size")
     zero3 = Launch(source="configs/deepspeed_zero3.yaml", distributed_type="DEEPSPEED", sharding="zero3")
     offload = replace(zero3, source="configs/deepspeed_zero3_offload.yaml", offload=True)
     setups = [] if memory.pure_low_precision(recipe, name, launch) else [(launch, hardware.gpus)]
@@ -308,7 +308,7 @@ def alternatives(arch: Architecture, recipe: Recipe, name: str, launch: Launch, 
         for micro in sorted({batch, *[b for b in (8, 4, 2, 1) if b < batch]}, reverse=True):
             est = memory.estimate(arch, recipe, name, setup, gpus, micro)
             if est.total <= memory_gib * memory.GIB:
-                accumulation = max(1, memory.global_batch(args, hardware.gpus) // (micro * gpus))
+                accumulation = max(1, memory.global_batch(stage, hardware.gpus) // (micro * gpus))
                 change = "" if micro == batch and gpus == hardware.gpus else \
                     f"{name}.per_device_train_batch_size={micro} {name}.gradient_accumulation_steps={accumulation} "
                 found.append(f"{change}with {setup.name} ({setup.source}) on {gpus} x {memory_gib:g} GiB: "
@@ -323,17 +323,17 @@ def alternatives(arch: Architecture, recipe: Recipe, name: str, launch: Launch, 
 
 def plan(recipe: Recipe, arch: Architecture | None, launch: Launch, hardware: Hardware, rows: dict,
          name: str, report: Report) -> None:
-    args = recipe.stage(name).trainer
-    gpus = hardware.gpus
-    gb = memory.global_batch(args, gpus)
-    seq = args.get("max_length") or 1024
+    stage = recipe.stage(name)
+    args, gpus = stage.trainer, hardware.gpus
+    gb = memory.global_batch(stage, gpus)
+    seq = stage.setting("max_length")
     known = None if any(v is None for v in rows.values()) else sum(rows.values())
-    steps = memory.optimizer_steps(known, args, gpus)
+    steps = memory.optimizer_steps(known, stage, gpus)
     packed = name == "sft" and args.get("packing")
     steps_text = f"{'up to ' if packed else ''}{steps:,} optimizer steps" if steps else \
         "steps unknown (row count unknown)"
-    report.lines.append(f"{name}: global batch {gb} = {args.get('per_device_train_batch_size') or 8} per GPU x "
-                        f"{args.get('gradient_accumulation_steps') or 1} accumulation x {gpus} GPU(s); {steps_text}"
+    report.lines.append(f"{name}: global batch {gb} = {stage.setting('per_device_train_batch_size')} per GPU x "
+                        f"{stage.setting('gradient_accumulation_steps')} accumulation x {gpus} GPU(s); {steps_text}"
                         f"{' (packing merges rows)' if packed and steps else ''}; up to {gb * seq:,} tokens per step"
                         f"{f', {gb * seq * steps:,} in all' if steps else ''}")
     if arch is None:

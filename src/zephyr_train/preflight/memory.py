@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from zephyr_train.config.recipe import Lora, Recipe
+from zephyr_train.config.recipe import Lora, Recipe, Stage
 from zephyr_train.preflight.architectures import Architecture
 from zephyr_train.preflight.launcher import Launch
 
@@ -138,8 +138,8 @@ def estimate(arch: Architecture, recipe: Recipe, stage_name: str, launch: Launch
     if stage_name == "dpo" and stage.lora is None and not args.get("precompute_ref_log_probs"):
         est.parts["DPO reference"] = weights / shards
 
-    seq = args.get("max_length") or 1024
-    micro = batch or args.get("per_device_train_batch_size") or 8
+    seq = stage.setting("max_length")
+    micro = batch or stage.setting("per_device_train_batch_size")
     tokens = micro * seq * (2 if stage_name == "dpo" else 1)  # DPO: chosen and rejected together
     if checkpointing is None:
         checkpointing = bool(args.get("activation_checkpointing"))
@@ -151,14 +151,14 @@ def estimate(arch: Architecture, recipe: Recipe, stage_name: str, launch: Launch
     return est
 
 
-def global_batch(args: dict, gpus: int) -> int:
-    return (args.get("per_device_train_batch_size") or 8) * (args.get("gradient_accumulation_steps") or 1) * gpus
+def global_batch(stage: Stage, gpus: int) -> int:
+    return stage.setting("per_device_train_batch_size") * stage.setting("gradient_accumulation_steps") * gpus
 
 
-def optimizer_steps(rows: int | None, args: dict, gpus: int) -> int | None:
+def optimizer_steps(rows: int | None, stage: Stage, gpus: int) -> int | None:
     """Steps of the whole stage for `rows` training rows (max_steps wins when set)."""
-    if (args.get("max_steps") or -1) > 0:
-        return args["max_steps"]
+    if stage.setting("max_steps") > 0:
+        return stage.setting("max_steps")
     if rows is None:
         return None
-    return math.ceil(math.ceil(rows / global_batch(args, gpus)) * (args.get("num_train_epochs") or 3))
+    return math.ceil(math.ceil(rows / global_batch(stage, gpus)) * stage.setting("num_train_epochs"))
