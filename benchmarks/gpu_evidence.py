@@ -132,7 +132,12 @@ def describe(run: runs.Run, overrides: list[str], raw: dict[str, Any], facts: di
     from zephyr_train.preflight import memory
     from zephyr_train.preflight.architectures import architecture_of
 
-    recipe = runs.load(run, overrides)
+    from zephyr_train.errors import UserError
+
+    try:
+        recipe = runs.load(run, overrides)
+    except UserError:  # a skipped run's key the schema does not know: describe the rest of its settings
+        recipe = runs.load(run, [o for o in overrides if not o.startswith("dpo.lm_head=")])
     args, stage = recipe.stage(run.kind).trainer, recipe.stage(run.kind)
     arch = architecture_of(recipe.model.name_or_path)
     est = estimate_for(recipe, run.kind)
