@@ -84,7 +84,12 @@ def build_model(arch: Architecture, root: Path, device: str, dtype: str) -> tupl
 
 
 def model_root(out: Path, tiny: bool, needed_bytes: float) -> Path:
-    """RAM-backed /dev/shm when it holds the weights with a quarter to spare, else next to the results."""
+    """The tiny twin: zephyr-train's cache (reused by every later --tiny run). 7B: RAM-backed /dev/shm when it
+    holds the weights with a quarter to spare, else next to the results."""
+    if tiny:
+        from zephyr_train.data import builtin
+
+        return builtin.cache_root() / "gpu-evidence"
     shm = Path("/dev/shm")
     if not tiny and shm.is_dir() and shutil.disk_usage(shm).free > 1.25 * needed_bytes:
         return shm / "zephyr-gpu-evidence"
@@ -158,7 +163,7 @@ def token_lengths(model_dir: Path, data: dict[str, Path]) -> dict[str, dict[str,
         rows = [json.loads(line) for line in (data[kind] / f"{split}.jsonl").read_text().splitlines()]
         lengths = sorted(len(tokenizer(tokenizer.apply_chat_template(row[key], tokenize=False))["input_ids"])
                          for row in rows)
-        pick = lambda q: float(lengths[min(len(lengths) - 1, int(q * len(lengths)))])  # noqa: E731
-        figures[kind] = {"examples": len(lengths), "mean": sum(lengths) / len(lengths), "p50": pick(0.5),
-                         "p90": pick(0.9), "max": float(lengths[-1])}
+        figures[kind] = {"examples": len(lengths), "mean": sum(lengths) / len(lengths),
+                         "p50": float(lengths[len(lengths) // 2]), "p90": float(lengths[int(0.9 * len(lengths))]),
+                         "max": float(lengths[-1])}
     return figures

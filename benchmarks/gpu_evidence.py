@@ -129,10 +129,9 @@ def largest_batch(run: runs.Run, overrides: list[str], memory_bytes: float, cap:
 def describe(run: runs.Run, overrides: list[str], raw: dict[str, Any], facts: dict[str, Any],
              lengths: dict[str, dict[str, float]], common: dict[str, Any]) -> dict[str, Any]:
     """The run's JSON: its settings, what was measured, and check's estimate next to it."""
+    from zephyr_train.errors import UserError
     from zephyr_train.preflight import memory
     from zephyr_train.preflight.architectures import architecture_of
-
-    from zephyr_train.errors import UserError
 
     try:
         recipe = runs.load(run, overrides)
@@ -195,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the CPU code path, also on a GPU machine (children inherit)
     facts = device_facts(args.tiny)
     arch, dtype = (build.TINY, "float32") if args.tiny else (build.FULL, "bfloat16")
-    model_dir, build_seconds = build.build_model(arch, build.model_root(out, args.tiny, arch.params * 2), 
+    model_dir, build_seconds = build.build_model(arch, build.model_root(out, args.tiny, arch.params * 2),
                                                  facts["device"], dtype)
     scale = 1 / 8 if args.tiny else 1.0
     cap = MAX_BATCH[mode]
