@@ -99,6 +99,9 @@ def test_tiny_mode_writes_a_json_per_run_and_the_table(tmp_path):
         assert r["status"] == "ok", (name, r["reason"], (tmp_path / "work" / f"{name}.log").read_text()[-3000:])
         assert r["global_step"] == 2 and len(r["losses"]) == 2
         assert r["tokens_per_second"] > 0 and r["measured_tokens"] > 0
+        # real tokens of step 2 only: at most the step's rows x max_length (DPO: chosen and rejected)
+        rows = r["per_device_train_batch_size"] * r["gradient_accumulation_steps"] * (2 if r["stage"] == "dpo" else 1)
+        assert r["measured_tokens"] <= rows * r["max_length"]
         assert 0 < r["mfu"] < 1 and "measured on this CPU" in r["peak"]["name"]
         assert r["estimate_gib"] > 0 and set(r["estimate_parts_gib"]) >= {"weights", "activations"}
         assert r["max_memory_allocated_gib"] is None and r["estimate_ratio"] is None  # no CUDA here
