@@ -83,9 +83,10 @@ def build_model(arch: Architecture, root: Path, device: str, dtype: str) -> tupl
     return target, time.perf_counter() - started
 
 
-def model_root(out: Path, tiny: bool, needed_bytes: float) -> Path:
+def model_root(tiny: bool, needed_bytes: float) -> Path:
     """The tiny twin: zephyr-train's cache (reused by every later --tiny run). 7B: RAM-backed /dev/shm when it
-    holds the weights with a quarter to spare, else next to the results."""
+    holds the weights with a quarter to spare, else the temp directory (never the results directory, which is
+    committed)."""
     if tiny:
         from zephyr_train.data import builtin
 
@@ -93,7 +94,7 @@ def model_root(out: Path, tiny: bool, needed_bytes: float) -> Path:
     shm = Path("/dev/shm")
     if not tiny and shm.is_dir() and shutil.disk_usage(shm).free > 1.25 * needed_bytes:
         return shm / "zephyr-gpu-evidence"
-    return out / "model"
+    return Path(tempfile.gettempdir()) / "zephyr-gpu-evidence"
 
 
 def _words() -> list[str]:

@@ -104,7 +104,7 @@ def make_probe(figures: dict[str, Any]) -> Any:
 
     class Probe(TrainerCallback):
         def __init__(self) -> None:
-            self.tokens = 0
+            self.tokens, self.pending = 0, []
             self.collator = None
 
         def count(self, module: Any, args: tuple, kwargs: dict) -> None:
@@ -112,13 +112,17 @@ def make_probe(figures: dict[str, Any]) -> Any:
                 return
             mask, positions = kwargs.get("attention_mask"), kwargs.get("position_ids")
             if mask is not None and mask.dim() == 2:
-                self.tokens += int(mask.sum())
+                self.pending.append(mask.sum())  # summed on the device; read at the next log (no extra sync)
             elif positions is not None:
                 self.tokens += positions.numel()
 
         def trained_tokens(self) -> int:
             # our packed-rows collator knows its real (non-padding) tokens exactly; else the forward's count
-            return self.collator.real_tokens if self.collator is not None else self.tokens
+            if self.collator is not None:
+                return self.collator.real_tokens
+            self.tokens += sum(int(t) for t in self.pending)
+            self.pending.clear()
+            return self.tokens
 
         def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None,
                            train_dataloader: Any = None, **kwargs: Any) -> None:

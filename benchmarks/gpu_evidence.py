@@ -28,7 +28,9 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -188,17 +190,18 @@ def main(argv: list[str] | None = None) -> int:
     budget = args.budget or (170.0 if args.tiny else 450.0)
     chosen = select(args.only)
     out = args.out.resolve()
-    work = out / "work"
+    work = out / "logs"  # each run's log, spec and raw figures: small, kept with the results
     work.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="gpu-evidence-"))  # data and stage directories, removed at the end
     if args.tiny:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the CPU code path, also on a GPU machine (children inherit)
     facts = device_facts(args.tiny)
     arch, dtype = (build.TINY, "float32") if args.tiny else (build.FULL, "bfloat16")
-    model_dir, build_seconds = build.build_model(arch, build.model_root(out, args.tiny, arch.params * 2),
+    model_dir, build_seconds = build.build_model(arch, build.model_root(args.tiny, arch.params * 2),
                                                  facts["device"], dtype)
     scale = 1 / 8 if args.tiny else 1.0
     cap = MAX_BATCH[mode]
-    data = build.write_data(out / "data", sft_rows=steps * cap * 3 + 32, dpo_rows=steps * 16 + 32, scale=scale)
+    data = build.write_data(scratch / "data", sft_rows=steps * cap * 3 + 32, dpo_rows=steps * 16 + 32, scale=scale)
     lengths = build.token_lengths(model_dir, data)
     attn = "flash_attention_2" if not args.tiny and importlib.util.find_spec("flash_attn") else "sdpa"
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -212,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
 
     results = []
     for run in chosen:
-        overrides = runs.overrides_for(run, model_dir, data[run.kind], work / run.name, steps, attn, args.tiny)
+        overrides = runs.overrides_for(run, model_dir, data[run.kind], scratch / run.name, steps, attn,
+                                      args.tiny)
         raw: dict[str, Any]
         reason = runs.skip_reason(run, overrides)
         left = budget - (time.time() - started)
@@ -239,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
               + (f", {result['tokens_per_second']:,.0f} tokens/s" if result.get("tokens_per_second") else "")
               + (f" ({result['reason']})" if result.get("reason") else ""), flush=True)
 
+    shutil.rmtree(scratch, ignore_errors=True)
     header = {**common, "peak": facts["peak"], "steps": steps, "attn_implementation": attn,
               "wall_seconds": time.time() - started, "model_dir": str(model_dir)}
     text = figures.table(results, header)

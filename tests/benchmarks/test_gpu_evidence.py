@@ -96,7 +96,7 @@ def test_tiny_mode_writes_a_json_per_run_and_the_table(tmp_path):
     results = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in only}
     for name in ["qlora-sft", "lora-dpo", "full-sft"]:
         r = results[name]
-        assert r["status"] == "ok", (name, r["reason"], (tmp_path / "work" / f"{name}.log").read_text()[-3000:])
+        assert r["status"] == "ok", (name, r["reason"], (tmp_path / "logs" / f"{name}.log").read_text()[-3000:])
         assert r["global_step"] == 2 and len(r["losses"]) == 2
         assert r["tokens_per_second"] > 0 and r["measured_tokens"] > 0
         # real tokens of step 2 only: at most the step's rows x max_length (DPO: chosen and rejected)
