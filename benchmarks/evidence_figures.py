@@ -103,7 +103,7 @@ def _cell(result: dict[str, Any], key: str, fmt: str) -> str:
 def table(results: list[dict[str, Any]], header: dict[str, Any]) -> str:
     """The markdown table of every run, with the device, the peak used and the skipped runs' reasons."""
     peak = header.get("peak") or {}
-    peak_text = f"{peak['name']}, {peak['flops'] / 1e12:,.1f} TFLOP/s" if peak else "unknown (MFU not computed)"
+    peak_text = f"{peak['name']}, {peak['flops'] / 1e12:.3g} TFLOP/s" if peak else "unknown (MFU not computed)"
     lines = [f"# GPU evidence: {header['device_name']} ({header['date']})", "",
              f"Model: {header['model']}; {header['steps']} optimizer steps per run, tokens/s over steps 2..N; "
              f"MFU against {peak_text}; memory: torch.cuda.max_memory_allocated / max_memory_reserved at the end "
