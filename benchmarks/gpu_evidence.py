@@ -207,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     slug = re.sub(r"[^a-z0-9]+", "-", facts["device_name"].lower()).strip("-") or facts["device"]
     common = {"date": date, "device": facts["device"], "device_name": facts["device_name"],
+              "device_memory_gib": None if args.tiny else facts["memory_bytes"] / GIB,
               "model": f"random-init {'tiny twin of ' if args.tiny else ''}Mistral-7B-v0.1 architecture, "
                        f"{arch.params / 1e6:,.1f}M parameters", "model_build_seconds": build_seconds,
               "data_token_lengths": lengths, "versions": versions()}
