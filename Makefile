@@ -30,6 +30,10 @@ bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/dpo_memory.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/curation.py
 
+.PHONY: gpu-evidence
+gpu-evidence: install  # one H100/H200, under 8 min: benchmarks/README.md; ARGS="--tiny" on a CPU
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/gpu_evidence.py --out benchmarks/results/$$(date -u +%Y-%m-%d) $(ARGS)
+
 lint: install
 	$(BIN)/ruff check src tests benchmarks scripts
 
