@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from zephyr_train.config.recipe import DatasetSpec, Stage
+from zephyr_train.config.recipe import DatasetSpec, EvalSpec, Stage
 from zephyr_train.data import builtin
 from zephyr_train.errors import UserError
 
@@ -181,9 +181,8 @@ def load_mixture(stage: Stage, stage_name: str, source: str, needed: list[str], 
             evals.append(held)
     train = datasets.concatenate_datasets(trains)
     evaluation = datasets.concatenate_datasets(evals) if evals else None
-    if stage.eval and stage.eval.fraction:
-        parts = train.train_test_split(test_size=stage.eval.fraction, seed=stage.eval.seed)
-        train, evaluation = parts["train"], parts["test"]
+    if stage.eval and (stage.eval.fraction or stage.eval.rows):
+        train, evaluation = carve_eval(train, stage.eval, f"{source}: {stage_name}.eval")
     if evaluation is not None and stage.eval.max_samples:
         evaluation = evaluation.select(range(min(stage.eval.max_samples, len(evaluation))))
     column = needed[0]
@@ -193,6 +192,20 @@ def load_mixture(stage: Stage, stage_name: str, source: str, needed: list[str], 
         train = train.filter(lambda m: prompt_key(m) not in held_out, input_columns=column)
         report["eval_overlap_removed"] = before - len(train)
     return {"train": train, "eval": evaluation, "report": report}
+
+
+def carve_eval(train: Any, spec: EvalSpec, where: str) -> tuple[Any, Any]:
+    """(train, eval) split off the mixture, seeded: `rows` rows (an int to `train_test_split`) or a `fraction`.
+    Asking for as many rows as there are, or more, leaves nothing to train on: a UserError with the numbers."""
+    size: int | float = spec.rows if spec.rows is not None else spec.fraction
+    if spec.rows is not None and spec.rows >= len(train):
+        raise UserError(f"{where}.rows is {spec.rows} but the training mixture has only {len(train)} rows; "
+                        f"give fewer rows (e.g. {max(1, len(train) // 10)}) or eval.fraction")
+    if len(train) < 2:
+        raise UserError(f"{where}: the training mixture has {len(train)} row(s), too few to carve an eval set from; "
+                        "name an eval split instead")
+    parts = train.train_test_split(test_size=size, seed=spec.seed)
+    return parts["train"], parts["test"]
 
 
 def preference_problem(row: dict) -> str | None:

@@ -112,7 +112,7 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
     if recipe.dpo is None:
         raise UserError(f"{recipe.source}: no dpo section; add one with datasets and trainer settings")
     spec, src = recipe.dpo, recipe.source
-    trainer_args = dict(spec.trainer)
+    trainer_args = {k: v for k, v in spec.trainer.items() if k != "output_dir"}  # recipe.stage_dir reads it
 
     # 1. Checks that need no model or data: the recipe's rules and data sources ran once, in
     #    `preflight.check.before_stage`; here where the policy starts and the output directory.
@@ -137,6 +137,9 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
 
     if location == str(merge.merged_dir(recipe.stage_dir("sft")).resolve()):
         merge_once(start, recipe.stage_dir("sft"), modeling.model_location(recipe.model, src), recipe)
+    elif Path(location).name == run_files.MERGED and (Path(location).parent / "adapter_config.json").exists():
+        adapter = Path(location).parent  # model.name_or_path is an adapter, e.g. a handbook QLoRA SFT's output_dir
+        merge_once(start, adapter, modeling.adapter_base(adapter, src), recipe)
 
     tokenizer = modeling.load_tokenizer(location, recipe.model, inference_template)
     tokenizer.chat_template = with_bos(inference_template, tokenizer)
