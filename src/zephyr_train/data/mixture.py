@@ -21,6 +21,8 @@ from zephyr_train.errors import UserError
 
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 ROLES = {"system", "user", "assistant"}
+TIED = "tied scores (score_chosen == score_rejected)"
+FIXED = "fixed: "  # a repair, counted with the drops but not dropped
 
 
 def locate(spec: DatasetSpec) -> tuple[str, Path | None]:
@@ -228,16 +230,32 @@ def preference_problem(row: dict) -> str | None:
         return "no prompt"
     if chosen[-1]["content"].strip() == rejected[-1]["content"].strip():
         return "identical chosen and rejected"
+    scores = row.get("score_chosen"), row.get("score_rejected")
+    if all(isinstance(x, int | float) for x in scores) and scores[0] == scores[1]:
+        return TIED  # no preference to learn: ~11% of the published ultrafeedback_binarized pairs
     return None
 
 
 def clean_preferences(ds: Any) -> tuple[Any, Counter]:
-    """Drop unusable pairs (counted) and split each into TRL's prompt / chosen / rejected messages."""
+    """Drop unusable pairs (counted) and split each into TRL's prompt / chosen / rejected messages.
+    CRLF line ends and literal `\\n` escapes are repaired first, each counted under "fixed: ..."."""
+    from zephyr_train.data.curation.text import repair, repair_messages
+
+    fixed: Counter = Counter()
+
     def split(batch: dict) -> dict:
-        out: dict[str, list] = {"prompt": [], "chosen": [], "rejected": [], "_problem": []}
+        out: dict[str, list] = {"prompt": [], "chosen": [], "rejected": [], "_problem": [], "_fixed": []}
         n = len(batch["chosen"])
         for i in range(n):
             row = {k: batch[k][i] for k in batch}
+            made: list[str] = []
+            for key in ("chosen", "rejected"):
+                if isinstance(row[key], list) and all(isinstance(m, dict) for m in row[key]):
+                    row[key], repairs = repair_messages(row[key])
+                    made += [r for r in repairs if r not in made]
+            if isinstance(row.get("prompt"), str):
+                row["prompt"], repairs = repair(row["prompt"])
+                made += [r for r in repairs if r not in made]
             problem = preference_problem(row)
             if problem is None:
                 context = row["chosen"][:-1] or [{"role": "user", "content": row["prompt"]}]
@@ -247,12 +265,14 @@ def clean_preferences(ds: Any) -> tuple[Any, Counter]:
             out["chosen"].append(row["chosen"][-1:] if ok else [])
             out["rejected"].append(row["rejected"][-1:] if ok else [])
             out["_problem"].append(problem)
+            out["_fixed"].append(made if ok else [])
         return out
 
     ds = ds.map(split, batched=True, remove_columns=ds.column_names, desc="Checking preference pairs")
     counts = Counter(p for p in ds["_problem"] if p)
+    fixed.update(f"{FIXED}{r}" for made in ds["_fixed"] for r in made)
     ds = ds.filter(lambda p: p == "", input_columns="_problem")
-    return ds.remove_columns("_problem"), counts
+    return ds.remove_columns(["_problem", "_fixed"]), counts + fixed
 
 
 def clean_splits(data: dict[str, Any], clean: Callable[[Any], tuple[Any, Counter]]) -> tuple[Any, Any, Counter]:

@@ -123,7 +123,7 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
     # 2. Data: pairs checked, bad ones dropped and counted, split into prompt / chosen / rejected.
     with start.state.main_process_first():
         data = mixture.load_mixture(spec, "dpo", src, ["chosen", "rejected"], seed=trainer_args["seed"],
-                                    optional=("prompt",))
+                                    optional=("prompt", "score_chosen", "score_rejected"))
         train, evaluation, dropped = mixture.clean_splits(data, mixture.clean_preferences)
         if len(train) == 0:
             raise UserError(f"{src}: no usable preference pairs left after dropping bad rows ({dict(dropped)})")
