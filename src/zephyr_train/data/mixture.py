@@ -275,6 +275,33 @@ def clean_preferences(ds: Any) -> tuple[Any, Counter]:
     return ds.remove_columns(["_problem", "_fixed"]), counts + fixed
 
 
+def long_pairs(ds: Any, max_length: int | None) -> int:
+    """Pairs of a tokenized DPO dataset (TRL's prompt_ids / chosen_ids / rejected_ids) whose prompt plus the
+    longer answer exceeds `max_length`: TRL's collator cuts them (keep_start), so their ends go untrained.
+    Real UltraFeedback answers are long (median ~1,600 characters of prompt + chosen), so this is counted."""
+    if not max_length or ds is None or "prompt_ids" not in ds.column_names:
+        return 0
+    import pyarrow.compute as pc
+
+    def lengths(column: str) -> Any:
+        return pc.list_value_length(ds.data.column(column))
+
+    longest = pc.max_element_wise(lengths("chosen_ids"), lengths("rejected_ids"))
+    return int(pc.sum(pc.greater(pc.add(lengths("prompt_ids"), longest), max_length)).as_py() or 0)
+
+
+def length_counts(tokenized: Any, rows_before: int, max_length: int | None) -> dict[str, int]:
+    """What `max_length` does to a DPO training set, counted: pairs TRL dropped because the prompt alone
+    fills it, and pairs kept but cut (`long_pairs`)."""
+    counts = {}
+    if len(tokenized) < rows_before:
+        counts[f"prompt alone fills max_length {max_length}"] = rows_before - len(tokenized)
+    long = long_pairs(tokenized, max_length)
+    if long:
+        counts[f"kept, cut to max_length {max_length}"] = long
+    return counts
+
+
 def clean_splits(data: dict[str, Any], clean: Callable[[Any], tuple[Any, Counter]]) -> tuple[Any, Any, Counter]:
     """A row cleaner applied to train and eval; eval's drops are counted under "eval: <reason>"."""
     train, dropped = clean(data["train"])

@@ -152,6 +152,9 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
     tokenizer.chat_template = inference_template
     if spec.max_prompt_length:
         prompt_length.cut_trainer_prompts(trainer, spec.max_prompt_length, tokenizer.bos_token_id)
+    lengths = mixture.length_counts(trainer.train_dataset, len(train), config.max_length)  # real answers are long
+    dropped.update(lengths)
+    stage.log_dropped(start, lengths, 0)
 
     # 5. Held-out figures before, train, after; save.
     before = held_out(trainer) if evaluation is not None and start.resume is None else {}

@@ -96,8 +96,8 @@ def process(row: dict, options: dict) -> tuple[str, Any, Any]:
     answered = len(completions) - empty
     if answered < 2:
         return "drop", ANSWERED, f"{answered} non-empty answer(s) of {len(completions)}: {example(prompt)}"
-    if not scored:
-        return "drop", PAIR, f"no scored completion: {example(prompt)}"
+    if len(scored) < 2:
+        return "drop", PAIR, f"{len(scored)} scored completion(s) with an answer: {example(prompt)}"
     best = max(value for value, _ in scored)
     chosen = next(c for c in scored if c[0] == best)
     lower = [c for c in scored if c[0] < best]
