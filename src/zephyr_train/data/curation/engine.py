@@ -242,8 +242,8 @@ def plan_splits(priorities: list[int], size: int | None, test_size: float) -> tu
     order = np.argsort(np.asarray(priorities, dtype=np.uint64), kind="stable")
     total = len(order) if size is None else min(size, len(order))
     n_test, note = (round(total * test_size) if test_size < 1 else int(test_size)), ""
-    if test_size >= 1 and n_test * 2 >= total:
-        n_test = max(1, round(total * 0.1)) if total >= 2 else 0
+    if test_size >= 1 and n_test * 2 >= total and total >= 2:  # one row cannot be split: the error says so
+        n_test = max(1, round(total * 0.1))
         note = (f"--test-size {int(test_size)} would take {min(int(test_size), total)} of the {total} rows kept; "
                 f"the test split is {n_test} rows (10%) instead, train {total - n_test} (pass --test-size N "
                 "to choose)")
