@@ -9,12 +9,13 @@ with no meaning here are dropped with a warning, and anything else goes through 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from zephyr_train.config.recipe import apply_override, build_recipe, read_yaml
+from zephyr_train.config.recipe import Lora, apply_override, build_recipe, read_yaml
 from zephyr_train.data.chat_template import ZEPHYR
 from zephyr_train.errors import UserError
 
@@ -29,7 +30,7 @@ LORA_KEYS = {"lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "l
 OBSOLETE = {"max_seq_length": "max_length", "evaluation_strategy": "eval_strategy",
             "warmup_ratio": "warmup_steps", "preprocessing_num_workers": "dataset_num_proc"}
 # Keys with no effect here: the handbook's own plumbing or settings TRL 1.16 dropped.
-IGNORED = {"overwrite_output_dir", "dataset_configs", "truncation_side", "auto_insert_empty_system_msg", "use_peft",
+IGNORED = {"overwrite_output_dir", "dataset_configs", "truncation_side", "auto_insert_empty_system_msg",
            "text_column", "lora_task_type", "use_rslora", "use_dora", "bnb_4bit_compute_dtype"}
 
 
@@ -120,7 +121,9 @@ def to_recipe(raw: dict, stage: str, source: str) -> tuple[dict, list[str]]:
         model["quantization"] = quant
     section: dict[str, Any] = {}
     lora = {ours: raw.pop(key) for key, ours in LORA_KEYS.items() if key in raw}
-    if raw.get("use_peft"):
+    schema = {f.name for f in dataclasses.fields(Lora)}
+    lora.update({key: raw.pop(key) for key in ("use_dora", "use_rslora") if key in raw and key in schema})
+    if raw.pop("use_peft", False):
         section["lora"] = {"target_modules": ["q_proj", "v_proj"], **lora}  # PEFT's default for Mistral/Llama
     datasets, evaluation = _datasets(raw, stage, source, warnings)
     section["datasets"] = datasets
