@@ -76,6 +76,7 @@ def test_small_source_with_default_options(tmp_path):
     assert "--test-size 2000 would take 34 of the 34 rows kept; the test split is 3 rows (10%)" in run.stdout
     report = json.loads((tmp_path / "out" / "curation_report.json").read_text())
     assert report["splits"]["train_prefs"] == 31 and report["splits"]["test_prefs"] == 3
+    assert report["note"].startswith("--test-size 2000 would take 34")
     assert steps(tmp_path / "out")["clean text"]["changed"] == 34
 
 

@@ -379,6 +379,8 @@ def curate(kind: Kind, options: dict, out: Path, *, num_proc: int = 1, overwrite
             for name, split in data.items():
                 split.to_parquet(str(staging / "data" / "parquet" / f"{name}.parquet"))
         report = report_of(kind, options, tally, read, len(test) + len(train), {k: len(v) for k, v in data.items()})
+        if note:
+            report["note"] = note  # the test split differs from --test-size: saved with the data, not only printed
         del data
         report_text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
         (staging / "data" / "curation_report.json").write_text(report_text)
