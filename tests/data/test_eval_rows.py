@@ -29,7 +29,7 @@ def test_rows_not_below_the_mixture(tmp_path):
 
 @pytest.mark.parametrize("overrides, message", [
     (["sft.eval.split=null", "sft.eval.fraction=1000"], "for 1000 rows write sft.eval.rows: 1000"),
-    (["sft.eval.split=null", "sft.eval.rows=0"], "sft.eval.rows is a number of rows"),
+    (["sft.eval.split=null", "sft.eval.rows=0"], "sft.eval.rows is a row count to carve"),
     (["sft.eval.rows=5"], "exactly one of split"),
     (["sft.eval.split=null", "sft.eval.rows=2.5"], "sft.eval.rows"),
 ])

@@ -356,12 +356,10 @@ def validate(recipe: Recipe) -> None:
                 raise UserError(f"{src}: {name}.eval needs exactly one of split (e.g. test_sft), fraction "
                                 "(e.g. 0.05, carved from train) or rows (e.g. 1000, carved from train)")
             if ev.fraction is not None and not 0 < ev.fraction < 1:
-                hint = f"; for {ev.fraction:g} rows write {name}.eval.rows: {ev.fraction:g}" \
-                    if ev.fraction >= 1 and ev.fraction == int(ev.fraction) else ""
+                hint = f"; for {ev.fraction:g} rows write {name}.eval.rows: {ev.fraction:g}" if ev.fraction >= 1 else ""
                 raise UserError(f"{src}: {name}.eval.fraction must be in (0, 1), got {ev.fraction}{hint}")
             if ev.rows is not None and ev.rows < 1:
-                raise UserError(f"{src}: {name}.eval.rows is a number of rows carved from train, at least 1; "
-                                f"got {ev.rows}")
+                raise UserError(f"{src}: {name}.eval.rows is a row count to carve from train, 1 or more; got {ev.rows}")
         bf16, fp16 = stage.trainer.get("bf16"), stage.trainer.get("fp16")
         if bf16 and fp16:
             raise UserError(f"{src}: {name} sets both bf16 and fp16; keep one")
