@@ -55,3 +55,18 @@ def test_tiny_model_is_deterministic(tmp_path, monkeypatch, tiny_model_dir):
         assert digest(rebuilt / name) == digest(tiny_model_dir / name), name
     config = json.loads((rebuilt / "config.json").read_text())
     assert config["model_type"] == "mistral" and config["num_key_value_heads"] < config["num_attention_heads"]
+
+
+def test_real_tokenizer_model_without_mistral_common_is_one_user_error(tmp_path, monkeypatch):
+    """builtin:tiny-mistral-32k needs mistral-common (a dev extra); without it: what to install, not a traceback."""
+    import sys
+
+    import pytest
+
+    from zephyr_train.errors import UserError
+
+    monkeypatch.setitem(sys.modules, "mistral_common", None)  # as if not installed
+    monkeypatch.setenv("ZEPHYR_TRAIN_CACHE", str(tmp_path))
+    with pytest.raises(UserError, match="pip install mistral-common"):
+        builtin.model_dir("builtin:tiny-mistral-32k")
+    assert not any(tmp_path.iterdir())  # nothing half-built left behind

@@ -164,7 +164,7 @@ def test_overall_score_option():
 
 def test_ties_never_become_pairs():
     tie = feedback("Tie?", completion("x", ["4"] * 4), completion("y", ["4"] * 4), completion("z", ["4"] * 4))
-    assert feedback_row(tie, FEEDBACK_OPTIONS)[:2] == ("drop", "valid pair")
+    assert feedback_row(tie, FEEDBACK_OPTIONS)[:2] == ("drop", "scores differ")
     top_tie = feedback("Top tie?", completion("x", ["5"] * 4), completion("y", ["5"] * 4), completion("z", ["2"] * 4))
     for seed in range(10):
         _, record, _ = feedback_row(top_tie, {**FEEDBACK_OPTIONS, "seed": seed})
@@ -264,7 +264,8 @@ def test_ultrafeedback_rules_counted_and_schema(feedback_out):
 
     s = steps(feedback_out)
     assert s["readable row"]["removed"] == 1 and s["not TruthfulQA"]["removed"] == 1
-    assert s["has a prompt"]["removed"] == 1 and s["valid pair"]["removed"] == 1
+    assert s["has a prompt"]["removed"] == 1 and s["valid pair"]["removed"] == 0
+    assert s["scores differ"]["removed"] == 1  # the tie
     assert s["valid pair"]["changed"] == 1 and s["unique prompt"]["removed"] == 1
     data = datasets.load_from_disk(str(feedback_out))
     assert list(data) == ["train_prefs", "test_prefs", "train_sft", "test_sft", "train_gen", "test_gen"]

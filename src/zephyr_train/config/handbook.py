@@ -9,12 +9,13 @@ with no meaning here are dropped with a warning, and anything else goes through 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from zephyr_train.config.recipe import apply_override, build_recipe, read_yaml
+from zephyr_train.config.recipe import Lora, apply_override, build_recipe, read_yaml
 from zephyr_train.data.chat_template import ZEPHYR
 from zephyr_train.errors import UserError
 
@@ -29,7 +30,7 @@ LORA_KEYS = {"lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "l
 OBSOLETE = {"max_seq_length": "max_length", "evaluation_strategy": "eval_strategy",
             "warmup_ratio": "warmup_steps", "preprocessing_num_workers": "dataset_num_proc"}
 # Keys with no effect here: the handbook's own plumbing or settings TRL 1.16 dropped.
-IGNORED = {"overwrite_output_dir", "dataset_configs", "truncation_side", "auto_insert_empty_system_msg", "use_peft",
+IGNORED = {"overwrite_output_dir", "dataset_configs", "truncation_side", "auto_insert_empty_system_msg",
            "text_column", "lora_task_type", "use_rslora", "use_dora", "bnb_4bit_compute_dtype"}
 
 
@@ -47,8 +48,48 @@ def renders_like_zephyr(template: str) -> bool:
         return False
 
 
-def _datasets(raw: dict, stage: str, source: str) -> tuple[list[dict], dict | None]:
-    """(datasets, eval) from `dataset_mixer` + `dataset_splits`, `dataset_mixture`, or `dataset_name`."""
+def _mixture(raw: dict, stage: str, source: str, warnings: list[str]) -> tuple[list[dict], dict | None]:
+    """(datasets, eval) from the newer `dataset_mixture`. Its `test_split_size` goes to `datasets`'
+    `train_test_split`, where an int is a number of rows and a float a share: `eval.rows` / `eval.fraction`.
+    An official test split listed among the training datasets (the published SFT and DPO full configs list
+    test_sft / test_prefs, then carve the eval set out of the mix, so test rows are trained on) becomes the
+    eval split instead, with one warning."""
+    mixture = raw.pop("dataset_mixture") or {}
+    entries = mixture.get("datasets") if isinstance(mixture, dict) else None
+    if not isinstance(entries, list) or not entries or not all(isinstance(d, dict) and d.get("id") for d in entries):
+        raise UserError(f"{source}: dataset_mixture.datasets must list datasets, each with an id (and split, weight)")
+    train_split = "train_sft" if stage == "sft" else "train_prefs"
+    datasets, tests = [], []
+    for d in entries:
+        split = str(d.get("split", train_split))
+        (tests if "test" in split.lower() else datasets).append(
+            {"path": d["id"], "name": d.get("config"), "split": split, "weight": float(d.get("weight", 1.0))})
+    if not datasets:
+        raise UserError(f"{source}: dataset_mixture lists only test splits ({', '.join(t['split'] for t in tests)}); "
+                        f"add a training split such as {train_split}")
+    size, seed = mixture.get("test_split_size"), mixture.get("seed", 42)
+    if tests:
+        split = tests[0]["split"]
+        carved = f" and test_split_size {size:g} carved from the mix" if isinstance(size, int | float) else ""
+        warnings.append(f"{source}: dataset_mixture trains on the official test split {split} of {tests[0]['path']}"
+                        f"{carved}, so test rows would be trained on; {split} is the eval set instead, not trained on")
+        return datasets, {"split": split}
+    if size is None or size == 0:
+        return datasets, None
+    if isinstance(size, bool) or not isinstance(size, int | float) or size < 0:
+        raise UserError(f"{source}: dataset_mixture.test_split_size must be a number of rows (e.g. 1000) or a "
+                        f"fraction below 1 (e.g. 0.05), got {size!r}")
+    if isinstance(size, float) and size < 1:
+        return datasets, {"fraction": size, "seed": seed}
+    if size != int(size):
+        raise UserError(f"{source}: dataset_mixture.test_split_size {size} is neither a fraction below 1 nor a "
+                        "whole number of rows")
+    return datasets, {"rows": int(size), "seed": seed}
+
+
+def _datasets(raw: dict, stage: str, source: str, warnings: list[str]) -> tuple[list[dict], dict | None]:
+    """(datasets, eval) from `dataset_mixer` + `dataset_splits` (2024 recipes), `dataset_mixture`, or
+    `dataset_name`."""
     default = ["train_sft", "test_sft"] if stage == "sft" else ["train_prefs", "test_prefs"]
     splits = raw.pop("dataset_splits", None) or default
     train = next((s for s in splits if "train" in s), splits[0])
@@ -58,11 +99,7 @@ def _datasets(raw: dict, stage: str, source: str) -> tuple[list[dict], dict | No
         return [{"path": path, "split": train, "weight": float(weight)} for path, weight in mixer.items()], \
             ({"split": test} if test else None)
     if "dataset_mixture" in raw:
-        mixture = raw.pop("dataset_mixture") or {}
-        datasets = [{"path": d["id"], "name": d.get("config"), "split": d.get("split", train),
-                     "weight": float(d.get("weight", 1.0))} for d in mixture.get("datasets", [])]
-        fraction = mixture.get("test_split_size")
-        return datasets, ({"fraction": float(fraction), "seed": mixture.get("seed", 42)} if fraction else None)
+        return _mixture(raw, stage, source, warnings)
     if "dataset_name" in raw:
         train = raw.pop("dataset_train_split", train)
         test = raw.pop("dataset_test_split", test)
@@ -75,6 +112,7 @@ def to_recipe(raw: dict, stage: str, source: str) -> tuple[dict, list[str]]:
     """The recipe mapping for a handbook config of `stage`, and the warnings for what was mapped or dropped."""
     raw, warnings = dict(raw), []
     model = {ours: raw.pop(key) for key, ours in MODEL_KEYS.items() if key in raw}
+    model = {key: value for key, value in model.items() if value is not None}  # `torch_dtype: null` is auto
     if raw.pop("use_flash_attention_2", False):
         model["attn_implementation"] = "flash_attention_2"
     quant = {ours: raw.pop(key) for key, ours in QUANT_KEYS.items() if key in raw}
@@ -83,9 +121,11 @@ def to_recipe(raw: dict, stage: str, source: str) -> tuple[dict, list[str]]:
         model["quantization"] = quant
     section: dict[str, Any] = {}
     lora = {ours: raw.pop(key) for key, ours in LORA_KEYS.items() if key in raw}
-    if raw.get("use_peft"):
+    schema = {f.name for f in dataclasses.fields(Lora)}
+    lora.update({key: raw.pop(key) for key in ("use_dora", "use_rslora") if key in raw and key in schema})
+    if raw.pop("use_peft", False):
         section["lora"] = {"target_modules": ["q_proj", "v_proj"], **lora}  # PEFT's default for Mistral/Llama
-    datasets, evaluation = _datasets(raw, stage, source)
+    datasets, evaluation = _datasets(raw, stage, source, warnings)
     section["datasets"] = datasets
     if evaluation:
         section["eval"] = evaluation
@@ -103,9 +143,12 @@ def to_recipe(raw: dict, stage: str, source: str) -> tuple[dict, list[str]]:
         elif key in IGNORED or (key == "max_prompt_length" and stage != "dpo"):
             warnings.append(f"{source}: {key} has no effect with TRL 1.16 here; ignored")
             raw.pop(key)
-    output_dir = raw.pop("output_dir", None) or f"runs/{Path(source).stem}"  # the stage writes to OUTPUT_DIR/<stage>
+    # The handbook's output_dir holds the model itself, and the next config's model_name_or_path names it:
+    # the stage writes there, not to OUTPUT_DIR/<stage>.
+    output_dir = str(raw.pop("output_dir", None) or f"runs/{Path(source).stem}")
     section.update(raw)
-    recipe = {"model": model, "output_dir": str(output_dir), stage: section}
+    section["output_dir"] = output_dir
+    recipe = {"model": model, "output_dir": output_dir, stage: section}
     if template is not None:
         recipe["chat_template"] = template
     return recipe, warnings

@@ -77,10 +77,12 @@ class DatasetSpec:
 
 @dataclass
 class EvalSpec:
-    """Where the eval set comes from: a named split of each dataset, or carved from train."""
+    """Where the eval set comes from: a named split of each dataset, or carved from train: `fraction` of
+    its rows, or `rows` of them (`datasets`' `train_test_split` reads an int as rows, a float as a share)."""
 
     split: str | None = None
     fraction: float | None = None
+    rows: int | None = None
     seed: int = 42
     max_samples: int | None = None
 
@@ -354,11 +356,14 @@ def validate(recipe: Recipe) -> None:
                                 f"got {spec.weight}")
         if stage.eval is not None:
             ev = stage.eval
-            if (ev.split is None) == (ev.fraction is None):
-                raise UserError(f"{src}: {name}.eval needs exactly one of split (e.g. test_sft) or fraction "
-                                "(e.g. 0.05, carved from train)")
+            if sum(x is not None for x in (ev.split, ev.fraction, ev.rows)) != 1:
+                raise UserError(f"{src}: {name}.eval needs exactly one of split (e.g. test_sft), fraction "
+                                "(e.g. 0.05, carved from train) or rows (e.g. 1000, carved from train)")
             if ev.fraction is not None and not 0 < ev.fraction < 1:
-                raise UserError(f"{src}: {name}.eval.fraction must be in (0, 1), got {ev.fraction}")
+                hint = f"; for {ev.fraction:g} rows write {name}.eval.rows: {ev.fraction:g}" if ev.fraction >= 1 else ""
+                raise UserError(f"{src}: {name}.eval.fraction must be in (0, 1), got {ev.fraction}{hint}")
+            if ev.rows is not None and ev.rows < 1:
+                raise UserError(f"{src}: {name}.eval.rows is a row count to carve from train, 1 or more; got {ev.rows}")
         bf16, fp16 = stage.trainer.get("bf16"), stage.trainer.get("fp16")
         if bf16 and fp16:
             raise UserError(f"{src}: {name} sets both bf16 and fp16; keep one")

@@ -3,6 +3,9 @@
 `builtin:tiny-mistral` is a random-init Mistral (same architecture as Mistral-7B, ~1.8M
 parameters) with a byte-level BPE tokenizer trained on the bundled sample data and the Zephyr chat
 template. It is built on first use, deterministically from a seed and the bundled files, and cached.
+`builtin:tiny-mistral-32k` is the same small model carrying Mistral-7B-v0.1's real tokenizer (SentencePiece,
+32000 tokens, `<s>` 1, `</s>` 2, no pad token), built from the copy PyPI's `mistral-common` ships as
+`mistral_common/data/tokenizer.model.v1`: what a user's real Mistral tokenizes, without a Hub download.
 `builtin:ultrachat-sample` and `builtin:ultrafeedback-sample` are the bundled datasets, written by
 `scripts/make_sample_data.py` in the public `ultrachat_200k` and `ultrafeedback_binarized` schemas.
 """
@@ -32,7 +35,11 @@ MODELS: dict[str, dict[str, Any]] = {
     # weights dominate its memory: the DPO benchmark's reference-model comparison
     "tiny-mistral-100m": {"hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 8,
                           "num_attention_heads": 8, "num_key_value_heads": 2, "vocab_size": 4096},
+    # the tiny model's shape with Mistral-7B's real 32000-token tokenizer (~9M parameters, most in the embeddings)
+    "tiny-mistral-32k": {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 4,
+                         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 32000},
 }
+REAL_TOKENIZER = {"tiny-mistral-32k"}  # built from mistral-common's tokenizer.model.v1, not trained here
 MAX_POSITIONS = 4096  # context length of the built-in models
 SEED = 1234
 BUILD_VERSION = 1  # bump when the build recipe changes, so caches are rebuilt
@@ -55,7 +62,8 @@ def model_dir(name: str) -> Path:
     key = name.removeprefix(PREFIX)
     if key not in MODELS:
         raise KeyError(key)
-    digest = hashlib.sha256(json.dumps([MODELS[key], SEED, BUILD_VERSION, _corpus_digest()]).encode())
+    corpus = "mistral-v1" if key in REAL_TOKENIZER else _corpus_digest()
+    digest = hashlib.sha256(json.dumps([MODELS[key], SEED, BUILD_VERSION, corpus]).encode())
     target = cache_root() / f"{key}-{digest.hexdigest()[:12]}"
     if not (target / "config.json").exists():
         _build(key, target)
@@ -104,12 +112,44 @@ def build_tokenizer(vocab_size: int) -> Any:
     return fast
 
 
+def mistral_v1_model_file() -> Path:
+    """mistral-common's copy of Mistral-7B-v0.1's SentencePiece model; UserError when it is not installed."""
+    from zephyr_train.errors import UserError
+
+    try:
+        import mistral_common
+        import sentencepiece  # noqa: F401 - transformers converts the model file with it
+    except ImportError:
+        raise UserError("builtin:tiny-mistral-32k carries Mistral-7B's real tokenizer, which comes from the "
+                        "mistral-common package and is converted with sentencepiece; pip install mistral-common "
+                        "sentencepiece (or use builtin:tiny-mistral)") from None
+    return Path(mistral_common.__file__).parent / "data" / "tokenizer.model.v1"
+
+
+def mistral_v1_tokenizer() -> Any:
+    """Mistral-7B-v0.1's tokenizer as transformers loads it: SentencePiece converted to a fast tokenizer,
+    BOS added on encode, no EOS, no pad token (tokenizer_config.json of mistralai/Mistral-7B-v0.1)."""
+    from transformers import AutoTokenizer
+
+    from zephyr_train.data.chat_template import ZEPHYR
+
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copyfile(mistral_v1_model_file(), Path(tmp) / "tokenizer.model")
+        (Path(tmp) / "tokenizer_config.json").write_text(json.dumps({
+            "tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False, "legacy": True,
+            "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": None,
+            "clean_up_tokenization_spaces": False, "model_max_length": 32768}))
+        tokenizer = AutoTokenizer.from_pretrained(tmp)
+    tokenizer.chat_template = ZEPHYR
+    return tokenizer
+
+
 def _build(key: str, target: Path) -> None:
     import torch
     from transformers import MistralConfig, MistralForCausalLM
 
     dims = MODELS[key]
-    tokenizer = build_tokenizer(dims["vocab_size"])
+    tokenizer = mistral_v1_tokenizer() if key in REAL_TOKENIZER else build_tokenizer(dims["vocab_size"])
     config = MistralConfig(**{**dims, "vocab_size": len(tokenizer)}, max_position_embeddings=MAX_POSITIONS,
                            sliding_window=4096, rope_theta=10000.0, tie_word_embeddings=False,
                            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,

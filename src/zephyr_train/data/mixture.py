@@ -15,13 +15,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from zephyr_train.config.recipe import DatasetSpec, Stage
+from zephyr_train.config.recipe import DatasetSpec, EvalSpec, Stage
 from zephyr_train.data import builtin
 from zephyr_train.data.sources import is_hub_id
 from zephyr_train.errors import UserError
 
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 ROLES = {"system", "user", "assistant"}
+TIED = "tied scores (score_chosen == score_rejected)"
+FIXED = "fixed: "  # a repair, counted with the drops but not dropped
 
 
 def locate(spec: DatasetSpec) -> tuple[str, Path | None]:
@@ -181,9 +183,8 @@ def load_mixture(stage: Stage, stage_name: str, source: str, needed: list[str], 
             evals.append(held)
     train = datasets.concatenate_datasets(trains)
     evaluation = datasets.concatenate_datasets(evals) if evals else None
-    if stage.eval and stage.eval.fraction:
-        parts = train.train_test_split(test_size=stage.eval.fraction, seed=stage.eval.seed)
-        train, evaluation = parts["train"], parts["test"]
+    if stage.eval and (stage.eval.fraction or stage.eval.rows):
+        train, evaluation = carve_eval(train, stage.eval, f"{source}: {stage_name}.eval")
     if evaluation is not None and stage.eval.max_samples:
         evaluation = evaluation.select(range(min(stage.eval.max_samples, len(evaluation))))
     column = needed[0]
@@ -193,6 +194,20 @@ def load_mixture(stage: Stage, stage_name: str, source: str, needed: list[str], 
         train = train.filter(lambda m: prompt_key(m) not in held_out, input_columns=column)
         report["eval_overlap_removed"] = before - len(train)
     return {"train": train, "eval": evaluation, "report": report}
+
+
+def carve_eval(train: Any, spec: EvalSpec, where: str) -> tuple[Any, Any]:
+    """(train, eval) split off the mixture, seeded: `rows` rows (an int to `train_test_split`) or a `fraction`.
+    Asking for as many rows as there are, or more, leaves nothing to train on: a UserError with the numbers."""
+    size: int | float = spec.rows if spec.rows is not None else spec.fraction
+    if spec.rows is not None and spec.rows >= len(train):
+        raise UserError(f"{where}.rows is {spec.rows} but the training mixture has only {len(train)} rows; "
+                        f"give fewer rows (e.g. {max(1, len(train) // 10)}) or eval.fraction")
+    if len(train) < 2:
+        raise UserError(f"{where}: the training mixture has {len(train)} row(s), too few to carve an eval set from; "
+                        "name an eval split instead")
+    parts = train.train_test_split(test_size=size, seed=spec.seed)
+    return parts["train"], parts["test"]
 
 
 def preference_problem(row: dict) -> str | None:
@@ -215,16 +230,32 @@ def preference_problem(row: dict) -> str | None:
         return "no prompt"
     if chosen[-1]["content"].strip() == rejected[-1]["content"].strip():
         return "identical chosen and rejected"
+    scores = row.get("score_chosen"), row.get("score_rejected")
+    if all(isinstance(x, int | float) for x in scores) and scores[0] == scores[1]:
+        return TIED  # no preference to learn: ~11% of the published ultrafeedback_binarized pairs
     return None
 
 
 def clean_preferences(ds: Any) -> tuple[Any, Counter]:
-    """Drop unusable pairs (counted) and split each into TRL's prompt / chosen / rejected messages."""
+    """Drop unusable pairs (counted) and split each into TRL's prompt / chosen / rejected messages.
+    CRLF line ends and literal `\\n` escapes are repaired first, each counted under "fixed: ..."."""
+    from zephyr_train.data.curation.text import repair, repair_messages
+
+    fixed: Counter = Counter()
+
     def split(batch: dict) -> dict:
-        out: dict[str, list] = {"prompt": [], "chosen": [], "rejected": [], "_problem": []}
+        out: dict[str, list] = {"prompt": [], "chosen": [], "rejected": [], "_problem": [], "_fixed": []}
         n = len(batch["chosen"])
         for i in range(n):
             row = {k: batch[k][i] for k in batch}
+            made: list[str] = []
+            for key in ("chosen", "rejected"):
+                if isinstance(row[key], list) and all(isinstance(m, dict) for m in row[key]):
+                    row[key], repairs = repair_messages(row[key])
+                    made += [r for r in repairs if r not in made]
+            if isinstance(row.get("prompt"), str):
+                row["prompt"], repairs = repair(row["prompt"])
+                made += [r for r in repairs if r not in made]
             problem = preference_problem(row)
             if problem is None:
                 context = row["chosen"][:-1] or [{"role": "user", "content": row["prompt"]}]
@@ -234,12 +265,41 @@ def clean_preferences(ds: Any) -> tuple[Any, Counter]:
             out["chosen"].append(row["chosen"][-1:] if ok else [])
             out["rejected"].append(row["rejected"][-1:] if ok else [])
             out["_problem"].append(problem)
+            out["_fixed"].append(made if ok else [])
         return out
 
     ds = ds.map(split, batched=True, remove_columns=ds.column_names, desc="Checking preference pairs")
     counts = Counter(p for p in ds["_problem"] if p)
+    fixed.update(f"{FIXED}{r}" for made in ds["_fixed"] for r in made)
     ds = ds.filter(lambda p: p == "", input_columns="_problem")
-    return ds.remove_columns("_problem"), counts
+    return ds.remove_columns(["_problem", "_fixed"]), counts + fixed
+
+
+def long_pairs(ds: Any, max_length: int | None) -> int:
+    """Pairs of a tokenized DPO dataset (TRL's prompt_ids / chosen_ids / rejected_ids) whose prompt plus the
+    longer answer exceeds `max_length`: TRL's collator cuts them (keep_start), so their ends go untrained.
+    Real UltraFeedback answers are long (median ~1,600 characters of prompt + chosen), so this is counted."""
+    if not max_length or ds is None or "prompt_ids" not in ds.column_names:
+        return 0
+    import pyarrow.compute as pc
+
+    def lengths(column: str) -> Any:
+        return pc.list_value_length(ds.data.column(column))
+
+    longest = pc.max_element_wise(lengths("chosen_ids"), lengths("rejected_ids"))
+    return int(pc.sum(pc.greater(pc.add(lengths("prompt_ids"), longest), max_length)).as_py() or 0)
+
+
+def length_counts(tokenized: Any, rows_before: int, max_length: int | None) -> dict[str, int]:
+    """What `max_length` does to a DPO training set, counted: pairs TRL dropped because the prompt alone
+    fills it, and pairs kept but cut (`long_pairs`)."""
+    counts = {}
+    if len(tokenized) < rows_before:
+        counts[f"prompt alone fills max_length {max_length}"] = rows_before - len(tokenized)
+    long = long_pairs(tokenized, max_length)
+    if long:
+        counts[f"kept, cut to max_length {max_length}"] = long
+    return counts
 
 
 def clean_splits(data: dict[str, Any], clean: Callable[[Any], tuple[Any, Counter]]) -> tuple[Any, Any, Counter]:

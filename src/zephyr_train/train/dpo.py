@@ -112,7 +112,7 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
     if recipe.dpo is None:
         raise UserError(f"{recipe.source}: no dpo section; add one with datasets and trainer settings")
     spec, src = recipe.dpo, recipe.source
-    trainer_args = dict(spec.trainer)
+    trainer_args = {k: v for k, v in spec.trainer.items() if k != "output_dir"}  # recipe.stage_dir reads it
 
     # 1. Checks that need no model or data: the recipe's rules and data sources ran once, in
     #    `preflight.check.before_stage`; here where the policy starts and the output directory.
@@ -123,7 +123,7 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
     # 2. Data: pairs checked, bad ones dropped and counted, split into prompt / chosen / rejected.
     with start.state.main_process_first():
         data = mixture.load_mixture(spec, "dpo", src, ["chosen", "rejected"], seed=trainer_args["seed"],
-                                    optional=("prompt",))
+                                    optional=("prompt", "score_chosen", "score_rejected"))
         train, evaluation, dropped = mixture.clean_splits(data, mixture.clean_preferences)
         if len(train) == 0:
             raise UserError(f"{src}: no usable preference pairs left after dropping bad rows ({dict(dropped)})")
@@ -137,6 +137,9 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
 
     if location == str(merge.merged_dir(recipe.stage_dir("sft")).resolve()):
         merge_once(start, recipe.stage_dir("sft"), modeling.model_location(recipe.model, src), recipe)
+    elif Path(location).name == run_files.MERGED and (Path(location).parent / "adapter_config.json").exists():
+        adapter = Path(location).parent  # model.name_or_path is an adapter, e.g. a handbook QLoRA SFT's output_dir
+        merge_once(start, adapter, modeling.adapter_base(adapter, src), recipe)
 
     tokenizer = modeling.load_tokenizer(location, recipe.model, inference_template)
     tokenizer.chat_template = with_bos(inference_template, tokenizer)
@@ -149,6 +152,9 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
     tokenizer.chat_template = inference_template
     if spec.max_prompt_length:
         prompt_length.cut_trainer_prompts(trainer, spec.max_prompt_length, tokenizer.bos_token_id)
+    lengths = mixture.length_counts(trainer.train_dataset, len(train), config.max_length)  # real answers are long
+    dropped.update(lengths)
+    stage.log_dropped(start, lengths, 0)
 
     # 5. Held-out figures before, train, after; save.
     before = held_out(trainer) if evaluation is not None and start.resume is None else {}

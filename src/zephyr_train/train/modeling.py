@@ -14,6 +14,7 @@ from zephyr_train.data import builtin
 from zephyr_train.data.sources import is_hub_id
 from zephyr_train.errors import UserError
 from zephyr_train.preflight import launcher
+from zephyr_train.run_files import MERGED
 
 
 def model_location(spec: ModelSpec, source: str) -> str:
@@ -27,6 +28,9 @@ def model_location(spec: ModelSpec, source: str) -> str:
                             + ", ".join(f"builtin:{k}" for k in builtin.MODELS)) from None
     path = Path(name).expanduser()
     if path.exists():
+        if (path / "adapter_config.json").exists() and not (path / "config.json").exists():
+            adapter_base(path, source)  # a LoRA adapter (a handbook QLoRA SFT result): merged before loading
+            return str((path / MERGED).resolve())
         if not (path / "config.json").exists():
             raise UserError(f"{source}: model.name_or_path {name!r} has no config.json; point it at a model "
                             "directory saved with save_pretrained")
@@ -40,6 +44,17 @@ def model_location(spec: ModelSpec, source: str) -> str:
             raise UserError(f"{source}: model.name_or_path {name!r} is not in the local Hub cache and "
                             "HF_HUB_OFFLINE=1; download it first or give a local path")
     return name
+
+
+def adapter_base(adapter_dir: Path, source: str = "") -> str:
+    """The base model a LoRA adapter directory names; UserError when it names none or a missing directory."""
+    import json
+
+    base = json.loads((adapter_dir / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base or (base.startswith((".", "/", "~")) and not Path(base).expanduser().exists()):
+        raise UserError(f"{source}: model.name_or_path {str(adapter_dir)!r} is a LoRA adapter whose base "
+                        f"{base!r} is missing; merge it first with `zephyr-train merge {adapter_dir} --base BASE`")
+    return base
 
 
 def torch_dtype(name: str | None) -> Any:

@@ -52,7 +52,7 @@ def run_sft(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
     if recipe.sft is None:
         raise UserError(f"{recipe.source}: no sft section; add one with datasets and trainer settings")
     spec, src = recipe.sft, recipe.source
-    trainer_args = dict(spec.trainer)
+    trainer_args = {k: v for k, v in spec.trainer.items() if k != "output_dir"}  # recipe.stage_dir reads it
     assistant_only = trainer_args.pop("assistant_only_loss")
 
     # 1. What can be checked without a model or data: the recipe's rules and data sources ran once, in

@@ -233,14 +233,30 @@ def collect(kind: Kind, options: dict, rows: Iterator, num_proc: int,
     return tally, priorities, read, content.hexdigest()
 
 
-def plan_splits(priorities: list[int], size: int | None, test_size: float) -> tuple[list[int], list[int]]:
-    """(test, train) row indices: lowest priorities first, so a seeded shuffle and sample in one."""
+def plan_splits(priorities: list[int], size: int | None, test_size: float) -> tuple[list[int], list[int], str]:
+    """(test, train) row indices, lowest priorities first (a seeded shuffle and sample in one), and a note.
+
+    A row count that would take half the kept rows or more (the default 2000 on a small file) leaves the
+    test split at 10% of them instead, and the note says so; a fraction is taken as asked."""
     import numpy as np
 
     order = np.argsort(np.asarray(priorities, dtype=np.uint64), kind="stable")
     total = len(order) if size is None else min(size, len(order))
-    n_test = round(total * test_size) if test_size < 1 else min(int(test_size), total)
-    return order[:n_test].tolist(), order[n_test:total].tolist()
+    n_test, note = (round(total * test_size) if test_size < 1 else int(test_size)), ""
+    if test_size >= 1 and n_test * 2 >= total and total >= 2:  # one row cannot be split: the error says so
+        n_test = max(1, round(total * 0.1))
+        note = (f"--test-size {int(test_size)} would take {min(int(test_size), total)} of the {total} rows kept; "
+                f"the test split is {n_test} rows (10%) instead, train {total - n_test} (pass --test-size N "
+                "to choose)")
+    return order[:n_test].tolist(), order[n_test:total].tolist(), note
+
+
+def no_train_error(kind: Kind, tally: Tally, read: int, kept: int) -> UserError:
+    """Nothing left to train on: the counts per rule in the message itself (nothing is printed before it)."""
+    removed = ", ".join(f"{rule} -{n:,}" for rule, n in tally.removed.items() if n) or "none removed"
+    where = f"all {kept:,} kept rows went to the test split (--test-size)" if kept else "no rows were kept"
+    return UserError(f"no {kind.name} rows left to train on: {read:,} read, {kept:,} kept ({removed}); {where}; "
+                     "give a source with more usable rows, or a smaller --test-size")
 
 
 def compact(arrow_path: Path, rows: int, test: list[int], train: list[int]) -> tuple[Path, list[int], list[int]]:
@@ -351,10 +367,11 @@ def curate(kind: Kind, options: dict, out: Path, *, num_proc: int = 1, overwrite
         arrow_path = staging / "_work" / "rows.arrow"
         rows = read_source(options["source"], options["split"])
         tally, priorities, read, content = collect(kind, options, rows, num_proc, arrow_path)
-        test, train = plan_splits(priorities, options.get("size"), options["test_size"])
+        test, train, note = plan_splits(priorities, options.get("size"), options["test_size"])
         if not train:
-            raise UserError(f"no {kind.name} rows left to train on after curation ({read:,} read); "
-                            "see the counts per rule above")
+            raise no_train_error(kind, tally, read, len(priorities))
+        if note:
+            print(f"note: {note}")
         arrow_path, test, train = compact(arrow_path, len(priorities), test, train)
         data = build_splits(kind, arrow_path, test, train, f"{json.dumps(stored_options(options))}:{content}")
         data.save_to_disk(str(staging / "data"))
@@ -363,6 +380,8 @@ def curate(kind: Kind, options: dict, out: Path, *, num_proc: int = 1, overwrite
             for name, split in data.items():
                 split.to_parquet(str(staging / "data" / "parquet" / f"{name}.parquet"))
         report = report_of(kind, options, tally, read, len(test) + len(train), {k: len(v) for k, v in data.items()})
+        if note:
+            report["note"] = note  # the test split differs from --test-size: saved with the data, not only printed
         del data
         report_text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
         (staging / "data" / "curation_report.json").write_text(report_text)
