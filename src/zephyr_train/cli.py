@@ -138,7 +138,8 @@ def _add_export_demo_parsers(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--license", help="license in the metadata (default: the recipe's hub.license, else "
                         "apache-2.0, Mistral-7B's)")
     export.add_argument("--overwrite", action="store_true", help="replace OUT.gguf and its Modelfile/README")
-    demo = commands.add_parser("demo", allow_abbrev=False, help="Gradio chat in the browser; SFT and final side by side",
+    demo = commands.add_parser("demo", allow_abbrev=False,
+                               help="Gradio chat in the browser, SFT and final side by side",
                                description="Chat with RUN_DIR's final model in the browser (streaming, system "
                                "prompt, sampling controls); the side-by-side tab answers with the SFT and the final "
                                "model at once (docs/demo.md).")

@@ -71,7 +71,8 @@ def test_reader_sees_metadata_tokenizer_and_tensors(tiny_exports, tiny_model_dir
         assert len(tensors) == 3 + 9 * config["num_hidden_layers"]
         assert tensors["blk.0.attn_norm.weight"].tensor_type == T.F32
         want = T.F16 if quant == "f16" else T.Q8_0
-        assert {tensors[n].tensor_type for n in ("token_embd.weight", "output.weight", "blk.3.ffn_down.weight")} == {want}
+        matrices = ("token_embd.weight", "output.weight", "blk.3.ffn_down.weight")
+        assert {tensors[n].tensor_type for n in matrices} == {want}
         assert list(tensors["blk.0.attn_k.weight"].shape) == [config["hidden_size"], 64]  # ggml order: (in, out)
     assert tiny_exports["q8_0"].stat().st_size < 0.6 * tiny_exports["f16"].stat().st_size
 

@@ -93,8 +93,10 @@ ollama run {model_name}
 ## LM Studio
 
 ```bash
-lms import {gguf_name}                          # or: My Models -> import, or copy into ~/.lmstudio/models/<you>/{model_name}/
+lms import {gguf_name}                          # LM Studio's CLI
 ```
+
+Or copy the file into `~/.lmstudio/models/<you>/{model_name}/` (My Models shows it).
 
 LM Studio reads the chat template from the file; choose it in the model's prompt settings if it asks.
 """

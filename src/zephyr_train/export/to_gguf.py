@@ -208,7 +208,7 @@ def write_gguf(model_dir: Path, target: Path, quant: str, name: str, license_: s
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
         handles: dict[Path, Any] = {}
-        for file, key, new, _, kind in plan:
+        for file, key, _, _, kind in plan:
             if file not in handles:
                 handles.clear()  # one shard open at a time
                 handles[file] = safe_open(str(file), framework="pt")
@@ -262,7 +262,7 @@ def export(model_dir: str, out: str, quant: str = "f16", overwrite: bool = False
             notes.append("quantized to Q4_K_M by llama.cpp's llama-quantize")
         files = ollama.write_companions(work, target, name or meta["name"], meta["eos"])
         written.replace(target)
-        for tmp, final in zip(files, companions):
+        for tmp, final in zip(files, companions, strict=True):
             tmp.replace(final)
     finally:
         shutil.rmtree(work, ignore_errors=True)

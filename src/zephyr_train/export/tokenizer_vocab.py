@@ -70,7 +70,8 @@ def read_vocab(model_dir: Path, n_vocab: int) -> Vocab:
         spm = gguf.SentencePieceVocab(model_dir)
         tokens, scores, types = _columns(spm.all_tokens())
         model, pre, add_space_prefix = "llama", "default", True
-    elif tokenizer_json and tokenizer_json["model"].get("type") == "BPE" and tokenizer_json["model"].get("byte_fallback"):
+    elif tokenizer_json and tokenizer_json["model"].get("type") == "BPE" and tokenizer_json["model"].get(
+            "byte_fallback"):
         hf = gguf.LlamaHfVocab(model_dir)
         tokens, _, types = _columns(hf.all_tokens())
         # see the module docstring: best-first piece order; byte pieces and specials never merge
