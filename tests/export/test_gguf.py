@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import cli
+
+pytest.importorskip("gguf", reason="the export extra: pip install -e .[export]")
 from tests.export.conftest import CHATS
 
 

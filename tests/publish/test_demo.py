@@ -13,6 +13,8 @@ import pytest
 
 from tests.conftest import assert_user_error, cli
 
+pytest.importorskip("gradio", reason="the demo extra: pip install -e .[demo]")
+
 PROMPT = "How do I keep basil fresh?"
 SYSTEM = "You are a helpful gardener."
 # temperature, top_p, max new tokens, greedy, repetition penalty: greedy keeps the answers comparable

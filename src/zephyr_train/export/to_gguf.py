@@ -245,6 +245,10 @@ def export(model_dir: str, out: str, quant: str = "f16", overwrite: bool = False
     source = sources.resolve(model_dir)
     if source.needs_merge is False:
         read_config(source.path)
+    try:
+        import gguf  # noqa: F401
+    except ImportError as err:
+        raise UserError("export needs llama.cpp's gguf package: pip install 'zephyr-train[export]'") from err
     if quant == "q4_k_m":
         q4_k_m_route()
     meta = ollama.run_metadata(source)

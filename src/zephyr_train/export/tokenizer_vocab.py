@@ -62,8 +62,12 @@ def _special_ids(tokenizer_json: dict) -> set[int]:
 
 def read_vocab(model_dir: Path, n_vocab: int) -> Vocab:
     """The vocabulary of the tokenizer saved in `model_dir`, padded to the model's `n_vocab` rows."""
+    import logging
+
     import gguf
 
+    # gguf's TemplateProcessing parser warns about the `<s> $A <s> $B` pair template; only single texts matter here
+    logging.getLogger("gguf.vocab").setLevel(logging.ERROR)
     tokenizer_json = _tokenizer_json(model_dir)
     notes: list[str] = []
     if (model_dir / "tokenizer.model").exists():
