@@ -141,3 +141,13 @@ def test_in_headless_chromium(served, expected):
                                        arg=[elem, expected[label]], timeout=60_000)
         finally:
             browser.close()
+
+
+def test_a_failed_generation_ends_the_stream(run_dir):
+    """generate() raising on its thread (here: a negative max_new_tokens) shows the error instead of hanging."""
+    from zephyr_train.publish import demo
+
+    (loaded,) = demo.load_models({demo.FINAL_LABEL: run_dir / "dpo"}).values()
+    steps = list(demo.stream_one(loaded, demo.messages_for(None, PROMPT, None), demo.sampling_from(0.7, 0.95, -1,
+                                                                                                      True, 1.0)))
+    assert steps and "[generation failed: ValueError" in steps[-1]

@@ -94,7 +94,14 @@ def start_stream(loaded: Loaded, messages: list[dict], sampling: Any) -> Any:
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     kwargs = {**inputs, **sampling.generate_kwargs(), "streamer": streamer, "pad_token_id": pad}
-    threading.Thread(target=loaded.model.generate, kwargs=kwargs, daemon=True).start()
+
+    def generate() -> None:  # a failure must still end the stream, or the page waits forever
+        try:
+            loaded.model.generate(**kwargs)
+        except Exception as err:  # noqa: BLE001 - shown to the user in the answer box
+            streamer.on_finalized_text(f" [generation failed: {type(err).__name__}: {err}]", stream_end=True)
+
+    threading.Thread(target=generate, daemon=True).start()
     return streamer
 
 
