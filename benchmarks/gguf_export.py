@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--keep", help="directory to keep the model and files in")
     args = parser.parse_args()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"}
-    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="gguf-bench-", dir=ROOT))
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="gguf-bench-"))
     model = work / "model"
     try:
         start = time.perf_counter()

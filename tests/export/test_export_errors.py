@@ -30,6 +30,8 @@ def test_resolve_run_stage_and_merged_dirs(tmp_path):
     (run / "summary.json").write_text(json.dumps({"final_model": str(merged)}))
     assert resolve(run).path == merged  # a run directory: its final model
     assert resolve(run / "dpo").path == merged  # a LoRA stage: its merged model, not the adapter
+    (run / "summary.json").write_text(json.dumps({"final_model": "runs/elsewhere/dpo/merged"}))  # a moved run
+    assert resolve(run).path == merged
     plain = fake_model(tmp_path / "plain")
     assert resolve(plain).path == plain and not resolve(plain).needs_merge
     adapter = tmp_path / "adapter"

@@ -49,6 +49,18 @@ def final_model_of(run_dir: Path) -> Path | None:
     return Path(final) if final else None
 
 
+def _inside_run(run_dir: Path, final: Path) -> Path:
+    """`final` as the summary wrote it (relative to where the run was started, e.g. runs/x/dpo/merged), found
+    from here: itself if it exists, else its tail inside `run_dir` (the run folder may have been moved)."""
+    if final.exists():
+        return final
+    for i in range(len(final.parts)):
+        candidate = run_dir.joinpath(*final.parts[i:])
+        if candidate.exists():
+            return candidate
+    raise UserError(f"{run_dir / SUMMARY}: final_model {final} is not there; give the model directory itself")
+
+
 def _base_exists(base: str) -> bool:
     from zephyr_train.data import builtin
 
@@ -70,7 +82,7 @@ def resolve(model_dir: str | Path, what: str = "export") -> ModelSource:
     path = given
     final = final_model_of(given)
     if final is not None:
-        path = final if final.is_absolute() or final.exists() else given / final.name
+        path = _inside_run(given, final)
     if not has_weights(path) and has_weights(path / MERGED):
         path = path / MERGED  # a LoRA stage: its adapter merged into its base
     if has_weights(path):
