@@ -9,8 +9,9 @@ same keys and tensor names (`blk.N.attn_q.weight`, ... from gguf's tensor-name m
 - llama.cpp's `llama` graph has no sliding window: Mistral-7B's 4096-token window is lost beyond 4096
   tokens of context, as in every GGUF of it.
 Weights stream one tensor at a time from the safetensors files into the output (header first, then
-each tensor converted and written), so memory stays near one tensor, not the model: a 7B model needs
-~0.5 GB above the libraries, not 14.5 GB. 1-D tensors (norms) stay float32 as llama.cpp keeps them;
+each tensor converted and written), so memory follows the largest tensor, not the model: 1.6 GB peak
+RSS for a 0.7B model of Mistral-7B's widths (its 32000 x 4096 embedding, in bf16, fp32 and f16 at once,
+plus torch), which a 7B model shares -- not the 14.5 GB of its weights. 1-D tensors (norms) stay float32 as llama.cpp keeps them;
 q8_0 quantizes every 2-D tensor whose rows are a multiple of 32 (else f16). q4_k_m needs a K-quant
 quantizer: the installed `gguf`'s if it has one (0.19 only dequantizes K-quants), else llama.cpp's
 `llama-quantize` on PATH (or `$LLAMA_QUANTIZE`), run on an f16 file we write first.
