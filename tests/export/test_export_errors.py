@@ -130,3 +130,35 @@ def test_adapter_is_merged_then_exported(tiny_model_dir, tmp_path):
     with torch.no_grad():
         want, got = peft_model.eval()(ids).logits, loaded(ids).logits
     torch.testing.assert_close(got, want, atol=5e-3, rtol=0)
+
+
+FAKE_QUANTIZE = """#!/bin/sh
+# stands in for llama.cpp's llama-quantize (not buildable here): records its arguments, then copies or fails
+echo "$@" > "$(dirname "$0")/args"
+[ "$3" = Q4_K_M ] && [ -z "$FAIL" ] && cp "$1" "$2" && exit 0
+echo "error: cannot quantize" >&2; exit 3
+"""
+
+
+def test_q4_k_m_hands_an_f16_file_to_llama_quantize(tiny_model_dir, tmp_path, monkeypatch):
+    """The llama.cpp boundary only: a stand-in script for `llama-quantize` (llama.cpp cannot be built on this
+    machine), to check what it is given and that its failure leaves nothing behind. Its output is not checked."""
+    from gguf import GGUFReader
+
+    from zephyr_train.errors import UserError
+    from zephyr_train.export.to_gguf import export
+
+    fake = tmp_path / "bin" / "llama-quantize"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_QUANTIZE)
+    fake.chmod(0o755)
+    monkeypatch.setenv("LLAMA_QUANTIZE", str(fake))
+    out = tmp_path / "out" / "m.gguf"
+    done = export(str(tiny_model_dir), str(out), "q4_k_m")
+    source, target, kind = (fake.parent / "args").read_text().split()
+    assert Path(source).name == "f16.gguf" and Path(target).name == "m.gguf" and kind == "Q4_K_M"
+    assert "llama-quantize" in done.notes[-1] and len(GGUFReader(out).tensors) == done.tensors
+    monkeypatch.setenv("FAIL", "1")
+    with pytest.raises(UserError, match="failed on f16.gguf .exit 3.: error: cannot quantize"):
+        export(str(tiny_model_dir), str(tmp_path / "out2" / "m.gguf"), "q4_k_m")
+    assert list((tmp_path / "out2").iterdir()) == []

@@ -5,16 +5,17 @@ Mistral-7B is llama.cpp's `llama` architecture (its converter maps MistralForCau
 same keys and tensor names (`blk.N.attn_q.weight`, ... from gguf's tensor-name map). Two layout facts:
 - rotary embedding: transformers rotates the two halves of each head (`rotate_half`), llama.cpp's
   normal RoPE rotates adjacent pairs, so the rows of q_proj and k_proj are interleaved per head
-  (k_proj with the KV head count) -- the reverse of what transformers' GGUF loader undoes;
+  (k_proj with the KV head count); transformers' GGUF loader undoes exactly this;
 - llama.cpp's `llama` graph has no sliding window: Mistral-7B's 4096-token window is lost beyond 4096
   tokens of context, as in every GGUF of it.
 Weights stream one tensor at a time from the safetensors files into the output (header first, then
 each tensor converted and written), so memory follows the largest tensor, not the model: 1.6 GB peak
-RSS for a 0.7B model of Mistral-7B's widths (its 32000 x 4096 embedding, in bf16, fp32 and f16 at once,
-plus torch), which a 7B model shares -- not the 14.5 GB of its weights. 1-D tensors (norms) stay float32 as llama.cpp keeps them;
-q8_0 quantizes every 2-D tensor whose rows are a multiple of 32 (else f16). q4_k_m needs a K-quant
-quantizer: the installed `gguf`'s if it has one (0.19 only dequantizes K-quants), else llama.cpp's
-`llama-quantize` on PATH (or `$LLAMA_QUANTIZE`), run on an f16 file we write first.
+RSS for a 0.7B model of Mistral-7B's widths (its 32000 x 4096 embedding, in bf16, fp32 and f16 at
+once, plus torch), which a 7B model shares -- not the 14.5 GB of its weights. 1-D tensors (norms)
+stay float32 as llama.cpp keeps them; q8_0 quantizes every 2-D tensor whose rows are a multiple of 32
+(else f16). q4_k_m needs a K-quant quantizer: the installed `gguf`'s if it has one (0.19 only
+dequantizes K-quants), else llama.cpp's `llama-quantize` on PATH (or `$LLAMA_QUANTIZE`), run on an
+f16 file we write first.
 Everything is written under temporary names and renamed at the end: an interrupted export leaves
 neither half a GGUF nor a Modelfile for a file that is not there.
 """
@@ -260,7 +261,7 @@ def export(model_dir: str, out: str, quant: str = "f16", overwrite: bool = False
         model_path = sources.merge_if_needed(source, work / "merged")
         written = work / ("f16.gguf" if quant == "q4_k_m" else target.name)
         count, notes, _ = write_gguf(model_path, written, quant, name or meta["name"],
-                                            license_ or meta.get("license"), base_model or meta.get("base_model"))
+                                     license_ or meta.get("license"), base_model or meta.get("base_model"))
         if quant == "q4_k_m":
             _quantize_with_llama_cpp(written, work / target.name)
             written = work / target.name
