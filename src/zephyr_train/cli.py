@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--gpu", metavar="NAME", help="GPU model (a100, h100, rtx4090, t4, v100, ...): memory and bf16")
     _add_tool_commands(commands)
     _add_data_parser(commands)
+    _add_export_demo_parsers(commands)
     return parser
 
 
@@ -122,6 +123,55 @@ def _add_data_parser(commands: argparse._SubParsersAction) -> None:
     feedback.add_argument("--score", choices=("mean", "overall"), default="mean",
                           help="rank completions by the mean of the aspect ratings (paper) or by overall_score")
     feedback.add_argument("--drop-truthfulqa", action="store_true", help="leave out TruthfulQA-sourced prompts")
+
+
+def _add_export_demo_parsers(commands: argparse._SubParsersAction) -> None:
+    """Run the model where people run Zephyr: a GGUF for llama.cpp / LM Studio / Ollama, a browser demo."""
+    export = commands.add_parser("export", allow_abbrev=False, help="write a GGUF for llama.cpp, LM Studio, Ollama",
+                                 description="Write MODEL_DIR (a merged model, a stage or a run directory, whose "
+                                 "final model is used) as one GGUF file, with an Ollama Modelfile and a README "
+                                 "snippet beside it (docs/export.md).")
+    export.add_argument("model_dir", metavar="MODEL_DIR")
+    export.add_argument("--gguf", required=True, metavar="OUT.gguf", help="the file to write")
+    export.add_argument("--quant", default="f16", metavar="TYPE", help="f16 (default), q8_0 or q4_k_m")
+    export.add_argument("--name", help="model name in the metadata and the README (default: from the run)")
+    export.add_argument("--license", help="license in the metadata (default: the recipe's hub.license, else "
+                        "apache-2.0, Mistral-7B's)")
+    export.add_argument("--overwrite", action="store_true", help="replace OUT.gguf and its Modelfile/README")
+    demo = commands.add_parser("demo", allow_abbrev=False,
+                               help="Gradio chat in the browser, SFT and final side by side",
+                               description="Chat with RUN_DIR's final model in the browser (streaming, system "
+                               "prompt, sampling controls); the side-by-side tab answers with the SFT and the final "
+                               "model at once (docs/demo.md).")
+    demo.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or a single model directory)")
+    demo.add_argument("--port", type=int, help="port (default: Gradio's 7860, or the next free one)")
+    demo.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    demo.add_argument("--share", action="store_true", help="also a temporary public gradio.live link")
+    demo.add_argument("--max-new-tokens", type=int, default=256, help="starting value of the control")
+    demo.add_argument("--temperature", type=float, default=0.7, help="starting value of the control")
+    demo.add_argument("--greedy", action="store_true", help="start with sampling off")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from zephyr_train.export.to_gguf import export
+
+    done = export(args.model_dir, args.gguf, args.quant, args.overwrite, args.name, args.license)
+    print(f"exported {done.model_dir} -> {done.path} ({done.quant}, {done.tensors} tensors, "
+          f"{done.size / 2**20:.1f} MiB, {done.seconds:.1f} s)")
+    for path in done.companions:
+        print(f"  {path}")
+    for note in done.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from zephyr_train.publish.chat import Sampling
+    from zephyr_train.publish.demo import run_demo
+
+    defaults = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, do_sample=not args.greedy)
+    run_demo(args.run_dir, port=args.port, host=args.host, share=args.share, defaults=defaults)
+    return 0
 
 
 def _load(args: argparse.Namespace, command: str):
@@ -233,7 +283,7 @@ def _data(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"sft": _sft, "dpo": _dpo, "run": _run, "check": _check, "chat": _chat, "merge": _merge,
-            "report": _report, "push": _push, "data": _data}
+            "report": _report, "push": _push, "data": _data, "export": _export, "demo": _demo}
 
 
 def main(argv: list[str] | None = None) -> int:
