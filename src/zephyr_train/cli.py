@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--gpu", metavar="NAME", help="GPU model (a100, h100, rtx4090, t4, v100, ...): memory and bf16")
     _add_tool_commands(commands)
     _add_data_parser(commands)
+    from zephyr_train.eval.command import add_parser as add_eval_parser
+
+    add_eval_parser(commands)
     return parser
 
 
@@ -232,8 +235,15 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from zephyr_train.eval.command import run_command
+
+    return run_command(args)
+
+
 COMMANDS = {"sft": _sft, "dpo": _dpo, "run": _run, "check": _check, "chat": _chat, "merge": _merge,
-            "report": _report, "push": _push, "data": _data}
+            "report": _report, "push": _push, "data": _data,
+            "eval": _eval}
 
 
 def main(argv: list[str] | None = None) -> int:
