@@ -51,7 +51,7 @@ class MtBench:
     reference_answers: str | None = None  # FastChat reference_answer/*.jsonl; else each question's `reference`
     max_new_tokens: int = 1024  # FastChat's gen_model_answer default
     limit: int | None = None  # first N questions only
-    judge: bool = True  # False: answers only
+    answers_only: bool = False  # True: generate the answers, judge nothing
 
 
 @dataclass

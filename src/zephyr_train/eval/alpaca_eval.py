@@ -20,11 +20,11 @@ CACHE = "cache/outputs.jsonl"
 
 def generate_outputs(model_dir: Path, out: Path, instructions: list[dict], model_id: str, max_new_tokens: int,
                      backend: str = "auto", batch_size: int = 8, seed: int = 42, overwrite: bool = False,
-                     extra_settings: dict | None = None) -> Path:
+                     extra_settings: dict | None = None, generator: Any = None) -> Path:
     """OUT/model_outputs.json, one entry per instruction, greedy (AlpacaEval's reference settings)."""
     from zephyr_train.eval.generation import pick_backend
 
-    backend = pick_backend(backend)
+    backend = generator.backend if generator is not None else pick_backend(backend)
     settings = {"model_dir": str(Path(model_dir).resolve()), "model_id": model_id, "backend": backend,
                 "max_new_tokens": max_new_tokens, "seed": seed,
                 "instructions": [i["instruction"] for i in instructions], **(extra_settings or {})}
@@ -35,7 +35,7 @@ def generate_outputs(model_dir: Path, out: Path, instructions: list[dict], model
         from zephyr_train.eval.generation import Generator, Request
 
         print(f"alpaca-eval: generating {len(todo)} outputs for {model_id} ({len(cached)} cached) with {backend}")
-        generator = Generator(model_dir, backend, batch_size, seed)
+        generator = generator or Generator(model_dir, backend, batch_size, seed)
 
         def save(batch: list[tuple[Any, str]]) -> None:
             store.append_jsonl(out / CACHE, [{"index": i, "output": text} for i, text in batch])
@@ -61,8 +61,7 @@ def judge(outputs: Path, out: Path, annotator: str | None) -> dict:
     if importlib.util.find_spec("alpaca_eval") is None or not os.environ.get(KEY_ENV):
         why = "alpaca_eval is not installed" if importlib.util.find_spec("alpaca_eval") is None else \
             f"{KEY_ENV} is not set"
-        print(f"alpaca-eval: outputs in {outputs}; not judged ({why}). To judge: {result['command']}")
-        return {**result, "judged": False}
+        return {**result, "judged": False, "not_judged_because": why}
     from alpaca_eval import evaluate
 
     kwargs = {"annotators_config": annotator} if annotator else {}
@@ -73,7 +72,19 @@ def judge(outputs: Path, out: Path, annotator: str | None) -> dict:
             "length_controlled_win_rate": row.get("length_controlled_winrate"), "n": row.get("n_total")}
 
 
+def run(model_dir: Path, out: Path, instructions: list[dict], model_id: str, max_new_tokens: int,
+        backend: str = "auto", batch_size: int = 8, seed: int = 42, overwrite: bool = False,
+        annotator: str | None = None) -> dict:
+    """Outputs, then the win rate when it can be had; OUT/summary.json is written and returned."""
+    outputs = generate_outputs(model_dir, out, instructions, model_id, max_new_tokens, backend, batch_size, seed,
+                               overwrite)
+    summary = {**judge(outputs, out, annotator), "model_id": model_id}
+    store.write_json(out / "summary.json", summary)
+    return summary
+
+
 def headline(summary: dict) -> str:
     if summary.get("judged"):
         return f"AlpacaEval win rate {summary.get('win_rate')}"
-    return f"AlpacaEval outputs in {summary['outputs_file']} (judge with: {summary['command']})"
+    return (f"AlpacaEval outputs in {summary['outputs_file']}, not judged ({summary.get('not_judged_because')}); "
+            f"to judge: {summary['command']}")

@@ -65,7 +65,6 @@ def run_command(args: argparse.Namespace) -> int:
         from zephyr_train.eval import harness
 
         tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-        harness.check_tasks(tasks, args.include_path)
         summary = harness.run(model_dir, out, tasks, args.include_path, args.num_fewshot, args.limit, args.batch_size)
         print(harness.headline(summary))
     elif args.bench == "alpaca-eval":
@@ -73,12 +72,8 @@ def run_command(args: argparse.Namespace) -> int:
         from zephyr_train.eval.questions import load_instructions
 
         instructions = load_instructions(args.prompts, args.limit)
-        outputs = alpaca_eval.generate_outputs(model_dir, out, instructions, model_id, args.max_new_tokens or 2048,
-                                               args.backend, args.batch_size, args.seed, args.overwrite)
-        summary = {**alpaca_eval.judge(outputs, out, args.annotator), "model_id": model_id}
-        from zephyr_train.eval.store import write_json
-
-        write_json(out / "summary.json", summary)
+        summary = alpaca_eval.run(model_dir, out, instructions, model_id, args.max_new_tokens or 2048, args.backend,
+                                  args.batch_size, args.seed, args.overwrite, args.annotator)
         print(alpaca_eval.headline(summary))
     else:
         from zephyr_train.eval import mt_bench

@@ -18,29 +18,31 @@ LEADERBOARD_SHOTS = {"arc_challenge": 25, "hellaswag": 10, "mmlu": 5, "truthfulq
 SUMMARY = "summary.json"
 
 
-def check_tasks(tasks: list[str], include_path: str | None) -> None:
-    """Unknown task names are an error before the model loads."""
+def check_tasks(tasks: list[str], include_path: str | None) -> Any:
+    """The harness's TaskManager for these tasks; an unknown name is an error before the model loads.
+    Only local tasks: the built-in index (thousands of YAML files, ~10 s to scan) is not read."""
     try:
         from lm_eval.tasks import TaskManager
     except ImportError:
         raise UserError("--bench lm-eval needs lm-evaluation-harness: pip install 'zephyr-train[eval]'") from None
     if include_path and not Path(include_path).is_dir():
         raise UserError(f"{include_path}: --include-path must be a folder of lm-eval task YAML files")
-    manager = TaskManager(include_path=include_path)
+    manager = TaskManager(include_path=include_path, include_defaults=False) if include_path else None
+    if manager is None or any(t not in manager.all_tasks for t in tasks):
+        manager = TaskManager(include_path=include_path)
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
         raise UserError(f"--tasks: lm-eval knows no task {', '.join(unknown)}; `lm_eval ls tasks` lists them"
                         + (f" (local tasks from {include_path} included)" if include_path else ""))
+    return manager
 
 
 def run(model_dir: Path, out: Path, tasks: list[str], include_path: str | None = None,
         num_fewshot: int | None = None, limit: int | None = None, batch_size: int = 8) -> dict:
     import lm_eval
     import torch
-    from lm_eval.tasks import TaskManager
 
-    check_tasks(tasks, include_path)
-    manager = TaskManager(include_path=include_path)
+    manager = check_tasks(tasks, include_path)
     groups: dict[int | None, list[str]] = {}
     for task in tasks:
         groups.setdefault(num_fewshot if num_fewshot is not None else LEADERBOARD_SHOTS.get(task), []).append(task)

@@ -25,7 +25,7 @@ def _judge_settings(recipe: Recipe) -> Any:
     from zephyr_train.eval.judge import JudgeSettings
 
     spec = recipe.eval
-    if not spec.mt_bench.judge:
+    if spec.mt_bench.answers_only:
         return None
     return JudgeSettings(spec.judge.model, spec.judge.base_url, spec.judge.parallel, spec.judge.retries)
 
@@ -90,9 +90,8 @@ def run_bench(recipe: Recipe, kind: str, bench: str, model_dir: Path, folder: Pa
         from zephyr_train.eval import alpaca_eval
 
         a = spec.alpaca_eval
-        outputs = alpaca_eval.generate_outputs(model_dir, folder, q.load_instructions(a.prompts, a.limit), model_id,
-                                               a.max_new_tokens, spec.backend, spec.batch_size, spec.seed, redo)
-        summary = {**alpaca_eval.judge(outputs, folder, a.annotator), "model_id": model_id}
+        summary = alpaca_eval.run(model_dir, folder, q.load_instructions(a.prompts, a.limit), model_id,
+                                  a.max_new_tokens, spec.backend, spec.batch_size, spec.seed, redo, a.annotator)
         print(f"  {kind}: {alpaca_eval.headline(summary)}")
         return summary
     from zephyr_train.eval import harness
