@@ -23,7 +23,8 @@ def test_alpaca_outputs_format_cache_and_the_command_to_judge(tmp_path, generato
     rows = json.loads(path.read_text())
     assert [set(r) for r in rows] == [{"instruction", "output", "generator", "dataset"}] * 2
     assert [r["instruction"] for r in rows] == ["Say hi.", "Name a color."]
-    assert rows[0]["dataset"] == "helpful_base" and rows[1]["dataset"] == "custom" and rows[0]["generator"] == "tiny-dpo"
+    assert rows[0]["dataset"] == "helpful_base" and rows[1]["dataset"] == "custom"
+    assert rows[0]["generator"] == "tiny-dpo"
     assert rows[0]["output"] != "ref"  # the model's own output, not the reference's
 
     class Refusing:

@@ -43,8 +43,8 @@ def test_run_evaluates_sft_and_final_model_then_skips(tmp_path, tiny_model_dir, 
     with JudgeServer(rating_by_question) as server:
         section = {"benches": ["mt-bench"], "backend": "transformers", "batch_size": 4,
                    "judge": {"model": "judge-x", "base_url": server.url},
-                   "mt_bench": {"questions": str(eval_inputs["questions"]), "judge_prompts": str(eval_inputs["prompts"]),
-                                "max_new_tokens": 4, "limit": 2}}
+                   "mt_bench": {"questions": str(eval_inputs["questions"]), "max_new_tokens": 4, "limit": 2,
+                                "judge_prompts": str(eval_inputs["prompts"])}}
         recipe, path = finished_run(tmp_path, tiny_model_dir, section)
         env = {"OPENAI_API_KEY": SECRET}
         run = cli("run", str(path), env=env)
