@@ -10,7 +10,7 @@ error in well under a second. The judge's key is never a recipe key: it comes fr
       backend: auto                    # auto | transformers | vllm
       batch_size: 8
       judge: {model: gpt-4, base_url: null, parallel: 8}
-      mt_bench: {questions: HuggingFaceH4/mt_bench_prompts, judge_prompts: null, reference_answers: null,
+      mt_bench: {questions: lighteval/mt-bench, judge_prompts: null, reference_answers: null,
                  max_new_tokens: 1024, limit: null}
       alpaca_eval: {prompts: tatsu-lab/alpaca_eval, max_new_tokens: 2048, limit: null}
       lm_eval: {tasks: [arc_challenge, hellaswag, mmlu, truthfulqa_mc2], include_path: null,
@@ -28,7 +28,7 @@ from zephyr_train.errors import UserError
 
 BENCHES = ("mt-bench", "alpaca-eval", "lm-eval")
 BACKENDS = ("auto", "transformers", "vllm")
-DEFAULT_QUESTIONS = "HuggingFaceH4/mt_bench_prompts"
+DEFAULT_QUESTIONS = "lighteval/mt-bench"
 DEFAULT_ALPACA_PROMPTS = "tatsu-lab/alpaca_eval"
 # The Open LLM Leaderboard (v1) settings the Zephyr paper's table of ARC / HellaSwag / MMLU / TruthfulQA used.
 PAPER_TASKS = ("arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc2")

@@ -1,8 +1,8 @@
 """The inputs of the benchmarks, read and checked before any model loads.
 
 MT-Bench questions in FastChat's `question.jsonl` format (`question_id`, `category`, `turns` of 2,
-optional `reference`), or a Hub dataset such as HuggingFaceH4/mt_bench_prompts (`prompt_id`, `prompt`,
-`category`, `reference`), reference answers in FastChat's `reference_answer/*.jsonl` format, judge
+optional `reference`), or a Hub dataset with those columns (lighteval/mt-bench, the default: FastChat's
+ids) or HuggingFaceH4/mt_bench_prompts' (`prompt_id`, `prompt`, `category`, `reference`), reference answers in FastChat's `reference_answer/*.jsonl` format, judge
 prompts in FastChat's `judge_prompts.jsonl` format, and AlpacaEval instructions. A file in the wrong
 shape is a one-line error naming the line and the field.
 """
@@ -76,7 +76,7 @@ def _strings(value: Any) -> bool:
 
 
 def question_from(row: dict, where: str) -> Question:
-    """One MT-Bench question from a FastChat row or a HuggingFaceH4/mt_bench_prompts row."""
+    """One MT-Bench question from a FastChat row (lighteval/mt-bench) or a HuggingFaceH4/mt_bench_prompts row."""
     qid = row.get("question_id", row.get("prompt_id"))
     turns = row.get("turns", row.get("prompt"))
     if qid is None or isinstance(qid, bool) or not isinstance(qid, int | str):
