@@ -2,9 +2,10 @@
 
 MT-Bench questions in FastChat's `question.jsonl` format (`question_id`, `category`, `turns` of 2,
 optional `reference`), or a Hub dataset with those columns (lighteval/mt-bench, the default: FastChat's
-ids) or HuggingFaceH4/mt_bench_prompts' (`prompt_id`, `prompt`, `category`, `reference`), reference answers in FastChat's `reference_answer/*.jsonl` format, judge
-prompts in FastChat's `judge_prompts.jsonl` format, and AlpacaEval instructions. A file in the wrong
-shape is a one-line error naming the line and the field.
+ids) or HuggingFaceH4/mt_bench_prompts' (`prompt_id`, `prompt`, `category`, `reference`); reference
+answers in FastChat's `reference_answer/*.jsonl` format, judge prompts in FastChat's `judge_prompts.jsonl`
+format, and AlpacaEval instructions. A file in the wrong shape is a one-line error naming the line and
+the field.
 """
 
 from __future__ import annotations
