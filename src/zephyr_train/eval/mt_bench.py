@@ -145,7 +145,7 @@ def judge_answers(job: MtBenchJob, answers: list[dict], judge_factory: Callable[
     if not todo:
         return {"requests": 0}
     judge = judge_factory(job.judge)
-    made = 0
+    made, failure = 0, None
     try:
         with ThreadPoolExecutor(max_workers=job.judge.parallel) as pool:
             futures = {pool.submit(judge.complete, system, user): (x, turn, name, user)
@@ -153,8 +153,9 @@ def judge_answers(job: MtBenchJob, answers: list[dict], judge_factory: Callable[
             pending = set(futures)
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                failure = None
                 for future in finished:
+                    if future.cancelled():
+                        continue
                     if future.exception() is not None:
                         failure = failure or future.exception()
                         continue
@@ -165,17 +166,16 @@ def judge_answers(job: MtBenchJob, answers: list[dict], judge_factory: Callable[
                         "user_prompt": user, "judgment": text, "score": _score(text), "turn": turn,
                         "tstamp": time.time()}])
                     made += 1
-                if failure is not None:
-                    for future in pending:
-                        future.cancel()
-                    if isinstance(failure, JudgeFailed):
-                        saved = len(done) + made
-                        raise UserError(f"judge {job.judge.model} at {where} failed: {failure}; {saved} of {total} "
-                                        f"verdicts saved in {path}; resume with: {job.resume_command}")
-                    raise failure
+                if failure is not None:  # stop asking; what is already in flight is paid for, so it is saved
+                    pending = {f for f in pending if not f.cancel()}
     finally:
         if hasattr(judge, "close"):
             judge.close()
+    if isinstance(failure, JudgeFailed):
+        raise UserError(f"judge {job.judge.model} at {where} failed: {failure}; {len(done) + made} of {total} "
+                        f"verdicts saved in {path}; resume with: {job.resume_command}")
+    if failure is not None:
+        raise failure
     return {"requests": made}
 
 
