@@ -47,10 +47,16 @@ def run(model_dir: Path, out: Path, tasks: list[str], include_path: str | None =
     for task in tasks:
         groups.setdefault(num_fewshot if num_fewshot is not None else LEADERBOARD_SHOTS.get(task), []).append(task)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    model_args = {"pretrained": str(model_dir), "dtype": "auto"}
+    adapter = Path(model_dir) / "adapter_config.json"
+    if adapter.exists():  # a LoRA adapter: the harness loads its base, then the adapter through PEFT
+        import json
+
+        model_args.update(pretrained=json.loads(adapter.read_text())["base_model_name_or_path"], peft=str(model_dir))
     scores: dict[str, dict[str, Any]] = {}
     for shots, names in groups.items():
         print(f"lm-eval: {', '.join(names)} ({'default' if shots is None else shots}-shot) on {model_dir}")
-        result = lm_eval.simple_evaluate(model="hf", model_args={"pretrained": str(model_dir), "dtype": "auto"},
+        result = lm_eval.simple_evaluate(model="hf", model_args=model_args,
                                          tasks=names, num_fewshot=shots, limit=limit, batch_size=batch_size,
                                          device=device, task_manager=manager, log_samples=False)
         for task, metrics in (result or {}).get("results", {}).items():
