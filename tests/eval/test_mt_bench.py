@@ -211,11 +211,7 @@ def test_cli_mt_bench_end_to_end(tmp_path, eval_inputs, tiny_model_dir):
         assert run.returncode == 0, run.stderr
         assert "judging with judge-x" in run.stdout and ": 8 requests (0 of 8 verdicts cached)" in run.stdout
         assert "MT-Bench 6.25" in run.stdout and "per category:" in run.stdout
-        again = cli("eval", str(tiny_model_dir), "--bench", "mt-bench", "--out", str(tmp_path / "o"),
-                    "--questions", str(eval_inputs["questions"]), "--judge-prompts", str(eval_inputs["prompts"]),
-                    "--judge-base-url", server.url, "--judge-model", "judge-x", "--max-new-tokens", "8",
-                    env={"OPENAI_API_KEY": SECRET})
-    assert again.returncode == 0 and "0 requests (8 of 8 verdicts cached)" in again.stdout
-    assert "generating" not in again.stdout and len(server.requests) == 8
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
-    assert summary["score"] == 6.25 and SECRET not in run.stdout + run.stderr
+    assert summary["score"] == 6.25 and summary["verdicts"] == 8 and SECRET not in run.stdout + run.stderr
+    answers = tmp_path / "o" / "model_answer" / f"{tiny_model_dir.name}.jsonl"
+    assert len(answers.read_text().splitlines()) == 4

@@ -39,21 +39,25 @@ def finished_run(tmp_path: Path, tiny_model_dir: Path, eval_section: dict):
 
 
 @pytest.mark.slow
-def test_run_evaluates_sft_and_final_model_then_skips(tmp_path, tiny_model_dir, eval_inputs):
+def test_run_evaluates_sft_and_final_model_then_skips(tmp_path, tiny_model_dir, eval_inputs, monkeypatch, capsys):
+    """`run_pipeline` in this process (the CLI's `run` is this call after the recipe checks)."""
+    from zephyr_train.train.pipeline import run_pipeline
+
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     with JudgeServer(rating_by_question) as server:
         section = {"benches": ["mt-bench"], "backend": "transformers", "batch_size": 4,
                    "judge": {"model": "judge-x", "base_url": server.url},
                    "mt_bench": {"questions": str(eval_inputs["questions"]), "max_new_tokens": 4, "limit": 2,
                                 "judge_prompts": str(eval_inputs["prompts"])}}
         recipe, path = finished_run(tmp_path, tiny_model_dir, section)
-        env = {"OPENAI_API_KEY": SECRET}
-        run = cli("run", str(path), env=env)
-        assert run.returncode == 0, run.stderr[-3000:]
+        run_pipeline(recipe)
+        first = capsys.readouterr().out
         assert len(server.requests) == 2 * 2 * 2  # 2 models x 2 questions x 2 turns
-        again = cli("run", str(path), env=env)
-        assert again.returncode == 0, again.stderr[-3000:]
-        assert len(server.requests) == 8 and "generating" not in again.stdout
-    assert again.stdout.count("done under the same settings") == 2
+        assert "eval: mt-bench on sft, dpo" in first and "dpo: MT-Bench 5.50" in first
+        run_pipeline(recipe)
+        again = capsys.readouterr().out
+        assert len(server.requests) == 8 and "generating" not in again
+    assert again.count("done under the same settings") == 2
     run_dir = Path(recipe.output_dir)
     summary = json.loads((run_dir / run_files.SUMMARY).read_text())
     models = summary["eval"]["models"]
@@ -63,6 +67,7 @@ def test_run_evaluates_sft_and_final_model_then_skips(tmp_path, tiny_model_dir, 
     assert (run_dir / run_files.REPORT_FILES / "eval_mt_bench_categories.png").stat().st_size > 1000
     for file in run_dir.rglob("*"):
         assert not file.is_file() or file.suffix in (".safetensors", ".png") or SECRET not in file.read_text()
+    assert SECRET not in first + again
 
     from zephyr_train.publish.model_card import make_card
 
