@@ -52,7 +52,7 @@ def rows(results: dict) -> tuple[list[str], list[list[Any]]]:
 
 
 def _paper(name: str, models: list[str]) -> str:
-    found = [f"{TITLES.get(k, k)}: {PAPER[(name, k)]}" for k in models if (name, k) in PAPER]
+    found = [f"{TITLES.get(k, k)}: {PAPER[(name, k)]:.2f}" for k in models if (name, k) in PAPER]
     return "; ".join(found) if found else ""
 
 
