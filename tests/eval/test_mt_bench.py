@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import assert_user_error, cli
-from tests.eval.conftest import QUESTIONS, write_jsonl
+from tests.eval.conftest import PROMPTS, QUESTIONS, write_jsonl
 from tests.eval.judge_server import JudgeServer
 from zephyr_train.errors import UserError
 from zephyr_train.eval import mt_bench
@@ -215,3 +215,18 @@ def test_cli_mt_bench_end_to_end(tmp_path, eval_inputs, tiny_model_dir):
     assert summary["score"] == 6.25 and summary["verdicts"] == 8 and SECRET not in run.stdout + run.stderr
     answers = tmp_path / "o" / "model_answer" / f"{tiny_model_dir.name}.jsonl"
     assert len(answers.read_text().splitlines()) == 4
+
+
+def test_hub_row_shape_and_fastchat_prompts_when_fastchat_ships_them(tmp_path, monkeypatch):
+    row = {"prompt_id": 12345678, "prompt": ["a", "b"], "category": "math", "reference": []}  # mt_bench_prompts
+    question = q.question_from(row, "hub row 0")
+    assert (question.question_id, question.turns, question.reference, question.temperature) == (12345678, ["a", "b"],
+                                                                                               None, 0.0)
+    with pytest.raises(UserError, match="--judge-prompts"):
+        q.load_judge_prompts(None)  # no FastChat here
+    data = tmp_path / "fastchat" / "llm_judge" / "data"
+    data.mkdir(parents=True)
+    (tmp_path / "fastchat" / "__init__.py").write_text("")
+    write_jsonl(data / "judge_prompts.jsonl", PROMPTS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert set(q.load_judge_prompts(None)) == set(q.PROMPT_NAMES.values())

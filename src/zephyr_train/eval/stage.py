@@ -16,6 +16,7 @@ from typing import Any
 
 from zephyr_train.config.recipe import Recipe, fingerprint
 from zephyr_train.eval import store
+from zephyr_train.run_files import EVAL
 
 FINGERPRINT = "eval_fingerprint.json"
 SUMMARY = "summary.json"
@@ -106,7 +107,7 @@ def run_eval_stage(recipe: Recipe, results: dict[str, dict], force: bool = False
     """Evaluate each trained stage's model on every bench; returns {"models": {stage: {bench: summary}}}
     and writes it to OUTPUT_DIR/eval/summary.json."""
     spec = recipe.eval
-    root = Path(recipe.output_dir) / "eval"
+    root = Path(recipe.output_dir) / EVAL
     kinds = [k for k in (spec.models or list(results)) if results.get(k)]
     print(f"\neval: {', '.join(spec.benches)} on {', '.join(kinds)}")
     found: dict[str, dict] = {}
@@ -140,5 +141,5 @@ def _complete(folder: Path) -> bool:
 
 def load(run_dir: str | Path) -> dict | None:
     """The eval stage's results for a run folder, if it has any."""
-    path = Path(run_dir) / "eval" / SUMMARY
+    path = Path(run_dir) / EVAL / SUMMARY
     return json.loads(path.read_text()) if path.exists() else None
