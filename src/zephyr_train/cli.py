@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tool_commands(commands)
     _add_data_parser(commands)
     _add_export_demo_parsers(commands)
+    from zephyr_train.eval.command import add_parser as add_eval_parser
+
+    add_eval_parser(commands)
     return parser
 
 
@@ -282,8 +285,15 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from zephyr_train.eval.command import run_command
+
+    return run_command(args)
+
+
 COMMANDS = {"sft": _sft, "dpo": _dpo, "run": _run, "check": _check, "chat": _chat, "merge": _merge,
-            "report": _report, "push": _push, "data": _data, "export": _export, "demo": _demo}
+            "report": _report, "push": _push, "data": _data, "export": _export, "demo": _demo,
+            "eval": _eval}
 
 
 def main(argv: list[str] | None = None) -> int:

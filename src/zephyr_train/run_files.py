@@ -10,6 +10,9 @@
         summary.json            the stage's figures                                     (SUMMARY)
         checkpoint-N/           the trainer's checkpoints (resumed under the same fingerprint)
         merged/                 a LoRA stage's adapter merged into its base              (MERGED)
+      eval/                     the eval stage (recipe `eval:`), see eval/stage.py         (EVAL)
+        summary.json            every bench's summary for every evaluated stage
+        sft/ | dpo/<bench>/     answers, verdicts, summary.json, eval_fingerprint.json
 
 Kept free of imports so the recipe loader, the stages and the publishers can all read it.
 """
@@ -21,3 +24,4 @@ LOG_HISTORY = "log_history.json"
 REPORT = "report.html"
 REPORT_FILES = "report_files"
 MERGED = "merged"
+EVAL = "eval"

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from zephyr_train.config.evaluation import build_evaluation
 from zephyr_train.config.secrets import redact
 from zephyr_train.config.trainer_fields import coerce, trainer_fields
 from zephyr_train.errors import UserError
@@ -125,6 +126,7 @@ class Recipe:
     sft: Stage | None = None
     dpo: Stage | None = None
     hub: Hub | None = None
+    eval: Any = None  # config.evaluation.Evaluation: the run's last stage (benchmarks), when the recipe has one
     source: str = "<recipe>"  # the file it came from, for error messages
 
     def stage(self, kind: str) -> Stage | None:
@@ -311,7 +313,7 @@ def _build_stage(name: str, raw: Any, source: str) -> Stage:
 
 
 def build_recipe(raw: dict, source: str) -> Recipe:
-    top = {"model", "chat_template", "output_dir", "hub", *STAGES}
+    top = {"model", "chat_template", "output_dir", "hub", "eval", *STAGES}
     for key in raw:
         if key not in top:
             raise _unknown(source, "", str(key), sorted(top))
@@ -328,6 +330,8 @@ def build_recipe(raw: dict, source: str) -> Recipe:
             setattr(recipe, name, _build_stage(name, raw[name], source))
     if raw.get("hub") is not None:
         recipe.hub = _build(Hub, raw["hub"], source, "hub.")
+    if "eval" in raw:
+        recipe.eval = build_evaluation(raw["eval"], source, [s.kind for s in recipe.stages])
     validate(recipe)
     return recipe
 
@@ -394,6 +398,8 @@ def to_dict(recipe: Recipe) -> dict[str, Any]:
         out[stage.kind] = {**body.pop("trainer"), **body}
     if recipe.hub is not None:
         out["hub"] = dataclasses.asdict(recipe.hub)
+    if recipe.eval is not None:
+        out["eval"] = dataclasses.asdict(recipe.eval)
     return redact(out)
 
 

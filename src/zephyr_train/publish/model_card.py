@@ -15,6 +15,7 @@ from zephyr_train.config.recipe import Recipe, to_dict
 from zephyr_train.config.secrets import scrub
 from zephyr_train.data.chat_template import resolve
 from zephyr_train.data.sources import is_hub_id
+from zephyr_train.eval.report_section import card_rows as eval_rows
 
 STAGE_TITLES = {
     "sft": "distilled supervised fine-tuning (dSFT, Zephyr stage 1)",
@@ -193,6 +194,7 @@ def make_card(recipe: Recipe, stage: str, repo_id: str, kind: str, base: str | N
         data, template_str=TEMPLATE, model_name=repo_id.split("/")[-1], repo_id=repo_id, kind_text=KINDS[kind],
         stage=stage, stage_title=STAGE_TITLES[stage], base=base, base_text=base_text, adapter=kind == "adapter",
         data=sources, chat_template=resolve(recipe.chat_template, recipe.source)[0], hyperparameters=trainer,
-        lora=lora, results=results(summary), versions=versions(), in_progress=in_progress,
+        lora=lora, results=results(summary) + eval_rows(recipe.output_dir, stage), versions=versions(),
+        in_progress=in_progress,
     )
     return ModelCard(scrub(str(card)))

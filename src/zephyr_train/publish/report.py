@@ -20,6 +20,7 @@ from typing import Any
 from zephyr_train import run_files
 from zephyr_train.config.recipe import STAGES, load_resolved
 from zephyr_train.config.secrets import scrub
+from zephyr_train.eval import report_section as eval_report
 from zephyr_train.run_files import LOG_HISTORY, REPORT, REPORT_FILES, RESOLVED_RECIPE
 
 FILES = REPORT_FILES
@@ -276,6 +277,7 @@ def render(run_dir: Path, stages: list[StageRun], plots: list[tuple[str, str]], 
     else:
         parts.append("<p class=muted>None yet: no finished model, no held-out split in the recipe, or skipped "
                      "(--no-samples).</p>")
+    parts.append(eval_report.html_section(run_dir, FILES))
     parts.append("<h2>Curves</h2>")
     parts.append("<div class=plots>" + "".join(
         f"<figure><img src='{esc(src)}' alt='{esc(title)}'></figure>" for src, title in plots) + "</div>"

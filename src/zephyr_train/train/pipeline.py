@@ -40,6 +40,10 @@ def run_pipeline(recipe: Recipe, overrides: list[str] = (), force: bool = False)
     stages = [stage.kind for stage in recipe.stages]
     if not stages:
         raise UserError(f"{recipe.source}: no sft or dpo section; nothing to run")
+    if recipe.eval is not None:  # the judge's key and the eval inputs, checked before anything trains
+        from zephyr_train.eval import stage as eval_stage
+
+        eval_stage.preflight(recipe)
     results: dict[str, Any] = {}
     for name in stages:
         out = recipe.stage_dir(name)
@@ -57,6 +61,8 @@ def run_pipeline(recipe: Recipe, overrides: list[str] = (), force: bool = False)
     final = Path(last.get("merged_model_dir") or last["model_dir"])
     summary = {"stages": results, "final_model": str(final),
                "final_adapter": last["model_dir"] if last.get("adapter") else None}
+    if recipe.eval is not None:  # the last stage: the SFT and final models on the recipe's benchmarks
+        summary["eval"] = eval_stage.run_eval_stage(recipe, results, force)
     Path(recipe.output_dir).mkdir(parents=True, exist_ok=True)
     (Path(recipe.output_dir) / run_files.SUMMARY).write_text(json.dumps(summary, indent=2))
     from zephyr_train.publish.report import write_report
