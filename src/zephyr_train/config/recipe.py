@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from zephyr_train.config.trainer_fields import coerce, trainer_fields
+from zephyr_train.config.trainer_fields import check_value, coerce, trainer_fields
 from zephyr_train.errors import UserError
 from zephyr_train.run_files import RESOLVED_RECIPE
 
@@ -281,12 +281,9 @@ def _build_stage(name: str, raw: Any, source: str) -> Stage:
         if key not in fields:
             raise _unknown(source, f"{name}.", str(key), list(fields) + sorted(own))
         try:
-            value = coerce(value, fields[key].annotation)
+            value = check_value(fields[key], value)  # as TRL's dataclass and its __post_init__ take it
         except ValueError as err:
             raise UserError(f"{source}: {name}.{key} {err}") from None
-        choices = fields[key].choices
-        if choices and value not in choices:
-            raise UserError(f"{source}: {name}.{key} must be one of {', '.join(map(str, choices))}, got {value!r}")
         stage.trainer[ALIASES.get(key, key)] = value
     datasets = raw.get("datasets") or []
     if not isinstance(datasets, list) or not datasets:
@@ -355,6 +352,11 @@ def validate(recipe: Recipe) -> None:
                                 "(e.g. 0.05, carved from train)")
             if ev.fraction is not None and not 0 < ev.fraction < 1:
                 raise UserError(f"{src}: {name}.eval.fraction must be in (0, 1), got {ev.fraction}")
+        weights = stage.trainer.get("loss_weights")
+        losses = stage.trainer.get("loss_type", getattr(trainer_fields(name).get("loss_type"), "default", None))
+        if weights is not None and isinstance(losses, list) and len(weights) != len(losses):  # DPOConfig.__post_init__
+            raise UserError(f"{src}: {name}.loss_weights has {len(weights)} weights for {len(losses)} loss_type "
+                            f"entries ({', '.join(losses)}); give one weight per loss")
         bf16, fp16 = stage.trainer.get("bf16"), stage.trainer.get("fp16")
         if bf16 and fp16:
             raise UserError(f"{src}: {name} sets both bf16 and fp16; keep one")
