@@ -24,13 +24,14 @@ QUANT_KEYS = {"load_in_4bit": "load_in_4bit", "load_in_8bit": "load_in_8bit",
               "bnb_4bit_quant_type": "bnb_4bit_quant_type", "use_bnb_nested_quant": "bnb_4bit_use_double_quant",
               "bnb_4bit_quant_storage": "bnb_4bit_quant_storage"}
 LORA_KEYS = {"lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "lora_target_modules": "target_modules",
-             "lora_modules_to_save": "modules_to_save"}
+             "lora_modules_to_save": "modules_to_save",
+             "use_dora": "use_dora", "use_rslora": "use_rslora"}  # PEFT LoraConfig fields, same names
 # Trainer keys from older TRL/transformers releases, with the field that means the same today.
 OBSOLETE = {"max_seq_length": "max_length", "evaluation_strategy": "eval_strategy",
             "warmup_ratio": "warmup_steps", "preprocessing_num_workers": "dataset_num_proc"}
 # Keys with no effect here: the handbook's own plumbing or settings TRL 1.16 dropped.
 IGNORED = {"overwrite_output_dir", "dataset_configs", "truncation_side", "auto_insert_empty_system_msg", "use_peft",
-           "text_column", "lora_task_type", "use_rslora", "use_dora", "bnb_4bit_compute_dtype"}
+           "text_column", "lora_task_type", "bnb_4bit_compute_dtype"}
 
 
 def renders_like_zephyr(template: str) -> bool:

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from zephyr_train.config.lora import Lora, build_lora
 from zephyr_train.config.trainer_fields import check_value, coerce, trainer_fields
 from zephyr_train.errors import UserError
 from zephyr_train.run_files import RESOLVED_RECIPE
@@ -49,18 +50,6 @@ class ModelSpec:
     attn_implementation: str | None = None
     trust_remote_code: bool = False
     quantization: Quantization | None = None
-
-
-@dataclass
-class Lora:
-    r: int = 16
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: list | str = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    )
-    modules_to_save: list | None = None
-    bias: str = "none"
 
 
 @dataclass
@@ -253,7 +242,7 @@ def _build(cls: type, raw: Any, source: str, where: str) -> Any:
         if key not in known:
             raise _unknown(source, where, str(key), list(known))
         annotation = str(known[key].type)
-        nested = {"Quantization": Quantization, "Lora": Lora, "EvalSpec": EvalSpec}.get(
+        nested = {"Quantization": Quantization, "EvalSpec": EvalSpec}.get(
             annotation.split(" |")[0]
         )
         if nested and value is not None:
@@ -292,7 +281,7 @@ def _build_stage(name: str, raw: Any, source: str) -> Stage:
     if raw.get("eval") is not None:
         stage.eval = _build(EvalSpec, raw["eval"], source, f"{name}.eval.")
     if raw.get("lora") is not None:
-        stage.lora = _build(Lora, raw["lora"], source, f"{name}.lora.")
+        stage.lora = build_lora(raw["lora"], source, f"{name}.lora.")  # every PEFT LoraConfig field
     if raw.get("max_prompt_length") is not None:
         try:
             stage.max_prompt_length = coerce(raw["max_prompt_length"], "int")
@@ -382,6 +371,8 @@ def to_dict(recipe: Recipe) -> dict[str, Any]:
     for stage in recipe.stages:
         body = dataclasses.asdict(stage)
         del body["kind"]  # the section name says it
+        if stage.lora is not None:
+            body["lora"] = stage.lora.as_dict()  # PEFT fields beside ours, as the recipe writes them
         if body["max_prompt_length"] is None:  # dpo only; absent keeps older fingerprints
             del body["max_prompt_length"]
         out[stage.kind] = {**body.pop("trainer"), **body}

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from zephyr_train.config import lora
 from zephyr_train.config.recipe import STAGES, Recipe
 from zephyr_train.data import chat_template, mixture
 from zephyr_train.errors import UserError
@@ -400,6 +401,8 @@ def before_stage(recipe: Recipe, stages: tuple[str, ...]) -> None:
     warnings printed once (by the main process)."""
     launcher.gpu_guard()
     report = check(recipe, launcher.from_env(), estimate=False, stages=stages)
+    if not report.errors:  # PEFT's own LoraConfig rules (imports torch), still before any model loads
+        lora.check_with_peft([recipe.stage(name) for name in stages if recipe.stage(name)], recipe.source)
     if len(report.errors) == 1:
         raise UserError(report.errors[0])
     if report.errors:  # all of them at once, as `check` lists them; each already names the recipe file
