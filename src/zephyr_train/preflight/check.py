@@ -19,7 +19,7 @@ from zephyr_train.config import lora
 from zephyr_train.config.recipe import STAGES, Recipe
 from zephyr_train.data import chat_template, mixture
 from zephyr_train.errors import UserError
-from zephyr_train.preflight import launcher, memory
+from zephyr_train.preflight import launcher, memory, trackers
 from zephyr_train.preflight.architectures import KNOWN, Architecture, architecture_of
 from zephyr_train.preflight.launcher import Launch
 
@@ -71,6 +71,7 @@ def rules(recipe: Recipe, launch: Launch, hardware: Hardware, arch: Architecture
         stage = recipe.stage(name)
         if stage is not None:
             _stage_rules(recipe, name, launch, hardware, arch, report)
+    report.errors.extend(trackers.problems(recipe))  # every report_to package installed, before anything is written
 
 
 def _stage_rules(recipe: Recipe, name: str, launch: Launch, hardware: Hardware, arch: Architecture | None,
