@@ -101,7 +101,7 @@ class Hub:
 @dataclass
 class Recipe:
     model: ModelSpec
-    chat_template: str = "zephyr"
+    chat_template: str = "auto"  # the tokenizer's own (Zephyr's for a template-less base); see data/chat_template.py
     output_dir: str = "runs/default"
     sft: Stage | None = None
     dpo: Stage | None = None

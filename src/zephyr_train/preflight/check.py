@@ -100,8 +100,9 @@ def _objective_rules(recipe: Recipe, name: str, report: Report) -> None:
     """The loss can learn something: template spans, beta, learning rate, an eval set when one is asked for."""
     src, stage = recipe.source, recipe.stage(name)
     args = stage.trainer
-    if name == "sft":
-        _, training = chat_template.resolve(recipe.chat_template, src)
+    templates = chat_template.resolve(recipe.chat_template, src, recipe.model)  # None: auto, tokenizer not on disk
+    if name == "sft" and templates is not None:
+        training = templates[1]
         try:
             chat_template.check_trainable(training, args.get("assistant_only_loss", False), src)
         except UserError as err:
@@ -177,6 +178,8 @@ def _first_rows(path: Path, split: str) -> tuple[list[dict], list[str], int | No
 
 def _render_problem(messages: list[dict], template: str, needs_spans: bool) -> str | None:
     """Why `messages` does not render well with `template`, or None."""
+    if template is None:  # chat_template auto with a tokenizer not yet downloaded: checked when the stage starts
+        return None
     text, spans = render(template, messages)
     for message in messages:
         if message["content"] not in text:
@@ -191,7 +194,7 @@ def _render_problem(messages: list[dict], template: str, needs_spans: bool) -> s
 def check_data(recipe: Recipe, name: str, report: Report) -> dict[str, int | None]:
     """Check the local datasets of a stage; returns the training rows per source (None: unknown)."""
     stage, src = recipe.stage(name), recipe.source
-    inference, training = chat_template.resolve(recipe.chat_template, src)
+    inference, training = chat_template.resolve(recipe.chat_template, src, recipe.model) or (None, None)
     try:
         mixture.check_sources(stage, name, src)  # missing paths, test splits trained on
     except UserError as err:

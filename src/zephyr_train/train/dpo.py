@@ -116,7 +116,7 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
 
     # 1. Checks that need no model or data: the recipe's rules and data sources ran once, in
     #    `preflight.check.before_stage`; here where the policy starts and the output directory.
-    inference_template, _ = chat_template.resolve(recipe.chat_template, src)
+    inference_template, _ = chat_template.resolve(recipe.chat_template, src, recipe.model, download=True)
     location = policy_location(recipe)
     start = stage.begin(recipe, "dpo", overwrite)
 
