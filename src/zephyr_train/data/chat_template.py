@@ -51,11 +51,76 @@ def trl_templates() -> dict[str, Path]:
 
 
 def trl_pair(name: str) -> tuple[str, str]:
-    """(inference, training) for a TRL family; training is the inference one when TRL has no twin."""
+    """(inference, training) for a TRL family; training is the inference one when TRL has no twin, or when
+    its twin does not render our conversations as the original does (see `twin_renders_alike`)."""
     path = trl_templates()[name]
     twin = path.with_name(f"{name}{_TWIN}.jinja")
     inference = path.read_text(encoding="utf-8")  # as TRL reads them: identity comparison is exact
-    return inference, twin.read_text(encoding="utf-8") if twin.exists() else inference
+    training = twin.read_text(encoding="utf-8") if twin.exists() else inference
+    return inference, training if twin_renders_alike(inference, training) else inference
+
+
+# system, two user/assistant turns: multi-turn is where twins of reasoning templates differ
+PROBE = [{"role": "system", "content": "S0"}, {"role": "user", "content": "U1"}, {"role": "assistant", "content": "A1"},
+         {"role": "user", "content": "U2"}, {"role": "assistant", "content": "A2"}]
+
+
+def _render(template: str, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
+    """Text of `messages` and its `{% generation %}` spans, rendered as transformers renders templates (its
+    `raise_exception` and `strftime_now` helpers included: gpt-oss dates its system prompt), without
+    importing transformers. `preflight.check.render` is the same minus those helpers."""
+    import datetime
+
+    from jinja2 import nodes
+    from jinja2.ext import Extension, loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class Generation(Extension):
+        tags = {"generation"}
+
+        def parse(self, parser: Any) -> Any:
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return nodes.CallBlock(self.call_method("_mark"), [], [], body).set_lineno(lineno)
+
+        def _mark(self, caller: Any) -> str:
+            return "\x02" + caller() + "\x03"
+
+    def raise_exception(message: str) -> None:
+        raise ValueError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[Generation, loopcontrols])
+    env.globals.update(raise_exception=raise_exception, strftime_now=lambda f: datetime.datetime.now().strftime(f))
+    marked = env.from_string(template).render(messages=messages, bos_token="<s>", eos_token="</s>",
+                                              add_generation_prompt=False)
+    text, spans, begin = "", [], 0
+    for char in marked:
+        if char == "\x02":
+            begin = len(text)
+        elif char == "\x03":
+            spans.append((begin, len(text)))
+        else:
+            text += char
+    return text, spans
+
+
+def twin_renders_alike(inference: str, training: str) -> bool:
+    """Whether `training` renders a multi-turn text conversation byte-identically to `inference` and marks
+    every assistant reply. TRL 1.16's twins for reasoning templates (qwen3, qwen3_5_*, qwen3_6, glm4moe)
+    render earlier turns differently on purpose (prefix preservation for tool loops), and the VLM ones
+    (idefics3, smolvlm, llava_next) expect content blocks: 27 of its 35 twins pass, the others are refused
+    for assistant-only loss rather than training on text inference never shows."""
+    if training == inference:
+        return True
+    for messages in (PROBE, PROBE[1:]):  # Gemma's templates raise on a system turn: the same without it
+        try:
+            text, _ = _render(inference, messages)
+            twin, spans = _render(training, messages)
+        except Exception:  # noqa: BLE001 - any template error means this probe cannot be rendered
+            continue
+        trained = "".join(twin[a:b] for a, b in spans)
+        return twin == text and all(m["content"] in trained for m in messages if m["role"] == "assistant")
+    return False
 
 
 def _has_markers(template: str) -> bool:
@@ -71,10 +136,9 @@ def training_twin(template: str) -> str:
 
     if renders_like_zephyr(template):
         return ZEPHYR_TRAINING
-    for name in trl_templates():
-        inference, training = trl_pair(name)
-        if inference == template:
-            return training
+    for name, path in trl_templates().items():
+        if path.read_text(encoding="utf-8") == template:
+            return trl_pair(name)[1]
     return template
 
 
