@@ -107,3 +107,13 @@ def test_named_families_and_unknown_names():
         resolve("chatml", "r.yaml")
     with pytest.raises(UserError, match="did you mean 'llama3'"):
         resolve("lama3", "r.yaml")
+
+
+def test_check_says_which_template_trains(tmp_path):
+    from zephyr_train.data.chat_template import describe
+
+    (tmp_path / "chat_template.jinja").write_text(trl_pair("llama3")[0], encoding="utf-8")
+    assert describe("auto", ModelSpec(name_or_path=str(tmp_path))) == \
+        "template: auto -> llama3; trains with a training twin with {% generation %} markers, same text"
+    assert "assistant-only loss impossible" in describe("qwen3", ModelSpec(name_or_path="x"))
+    assert "read when the stage starts" in describe("auto", ModelSpec(name_or_path="someone/not-cached-model"))

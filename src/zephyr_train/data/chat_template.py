@@ -9,6 +9,7 @@ tokenizer keeps the public template: what users render at inference is what trai
 from __future__ import annotations
 
 import difflib
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ def trl_templates() -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.glob("*.jinja")) if not p.stem.endswith(_TWIN)}
 
 
+@cache
 def trl_pair(name: str) -> tuple[str, str]:
     """(inference, training) for a TRL family; training is the inference one when TRL has no twin, or when
     its twin does not render our conversations as the original does (see `twin_renders_alike`)."""
@@ -221,6 +223,22 @@ def resolve(spec: str, source: str = "<recipe>", model: Any = None, download: bo
         hint = "TRL ships no plain ChatML template (qwen2_5 and qwen3 are ChatML with Qwen's system prompt); "
     raise UserError(f"{source}: chat_template {spec!r} is not a known template; {hint}"
                     f"use one of {', '.join(names)} or an inline Jinja string")
+
+
+def describe(spec: str, model: Any) -> str:
+    """One line for `check`: which template a recipe's `chat_template` comes to, and what trains with it."""
+    pair = resolve(spec, "<recipe>", model)
+    if pair is None:
+        return f"template: {spec}: {model.name_or_path}'s tokenizer is not on disk; read when the stage starts"
+    name = "zephyr" if pair == BUILTIN["zephyr"] else next(
+        (n for n, p in trl_templates().items() if p.read_text(encoding="utf-8") == pair[0]), None)
+    shown = spec if spec == name or name is None else f"{spec} -> {name}"
+    if "{%" in spec or "{{" in spec:
+        shown = "inline Jinja"
+    trains = "its own {% generation %} markers" if pair[0] == pair[1] and _has_markers(pair[1]) else \
+        "no {% generation %} markers (assistant-only loss impossible)" if pair[0] == pair[1] else \
+        "a training twin with {% generation %} markers, same text"
+    return f"template: {shown}; trains with {trains}"
 
 
 def check_trainable(training_template: str, assistant_only_loss: bool, source: str) -> None:

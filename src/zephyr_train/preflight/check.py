@@ -384,6 +384,7 @@ def check(recipe: Recipe, launch: Launch | None = None, hardware: Hardware | Non
     size = "" if arch is None else f"{arch.params / 1e9:.2f}B" if arch.params >= 1e9 else f"{arch.params / 1e6:.1f}M"
     report.lines.append(f"model: {name}: " + (f"{size} parameters ({where}), context {arch.max_position_embeddings}"
                                               if arch else "architecture unknown offline"))
+    report.lines.append(chat_template.describe(recipe.chat_template, recipe.model))
     shown = "" if launch.source == "<none>" else f" ({launch.source})"
     report.lines.append(f"launch: {launch.name}{shown}, {hardware.gpus} "
                         f"{'CPU process(es)' if launch.on_cpu else 'GPU(s)'}"
