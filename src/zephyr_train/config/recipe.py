@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from zephyr_train.config.dpo_rules import check_losses
 from zephyr_train.config.lora import Lora, build_lora
 from zephyr_train.config.trainer_fields import check_value, coerce, trainer_fields
 from zephyr_train.errors import UserError
@@ -346,6 +347,8 @@ def validate(recipe: Recipe) -> None:
         if weights is not None and isinstance(losses, list) and len(weights) != len(losses):  # DPOConfig.__post_init__
             raise UserError(f"{src}: {name}.loss_weights has {len(weights)} weights for {len(losses)} loss_type "
                             f"entries ({', '.join(losses)}); give one weight per loss")
+        if name == "dpo":
+            check_losses(stage.trainer, src)  # DPOTrainer's own rules, before any model loads
         bf16, fp16 = stage.trainer.get("bf16"), stage.trainer.get("fp16")
         if bf16 and fp16:
             raise UserError(f"{src}: {name} sets both bf16 and fp16; keep one")
