@@ -117,3 +117,12 @@ def test_check_says_which_template_trains(tmp_path):
         "template: auto -> llama3; trains with a training twin with {% generation %} markers, same text"
     assert "assistant-only loss impossible" in describe("qwen3", ModelSpec(name_or_path="x"))
     assert "read when the stage starts" in describe("auto", ModelSpec(name_or_path="someone/not-cached-model"))
+
+
+def test_dpo_adds_bos_only_to_templates_without_one(base_tokenizer):
+    from zephyr_train.train.dpo import with_bos
+
+    llama = trl_pair("llama3")[0]
+    assert "bos_token" in llama and with_bos(llama, base_tokenizer) == llama  # one BOS, the template's
+    assert with_bos(chat_template.ZEPHYR, base_tokenizer).startswith("{{ bos_token }}") == \
+        chat_template.adds_bos(base_tokenizer)

@@ -39,8 +39,10 @@ def policy_location(recipe: Recipe) -> str:
 
 
 def with_bos(template: str, tokenizer: Any) -> str:
-    """TRL tokenizes DPO pairs without special tokens; inference and our SFT start with one BOS."""
-    return "{{ bos_token }}" + template if chat_template.adds_bos(tokenizer) else template
+    """TRL tokenizes DPO pairs without special tokens; inference and our SFT start with one BOS (never two:
+    templates that write it themselves, as Llama-3's and Gemma's do, are left alone)."""
+    writes_bos = "bos_token" in template
+    return "{{ bos_token }}" + template if chat_template.adds_bos(tokenizer) and not writes_bos else template
 
 
 def pair_margins(trainer: Any) -> Any:
