@@ -99,7 +99,9 @@ def test_peft_refusal_is_one_line_before_anything_is_written(tmp_path):
 
 @pytest.mark.slow
 def test_dora_sft_then_rslora_dpo_hand_over(tmp_path):
-    """DoRA for SFT, rsLoRA for DPO: the SFT adapter is merged, DPO starts from it at ln 2, the final model merges."""
+    """DoRA for SFT, rsLoRA for DPO: the SFT adapter is merged, DPO starts from it at ln 2, the final model merges.
+    Both stages use a TRL family's template (qwen2_5, ChatML) with its training twin; the models keep the
+    inference form."""
     from zephyr_train.preflight.check import before_stage
     from zephyr_train.train.pipeline import run_stage
 
@@ -107,10 +109,11 @@ def test_dora_sft_then_rslora_dpo_hand_over(tmp_path):
     recipe = load_recipe(SMOKE, ["sft.max_steps=2", "sft.max_length=128", "sft.eval=null", "sft.lora.r=4",
                                  "sft.lora.use_dora=true", "dpo.max_steps=2", "dpo.lora.r=4",
                                  "dpo.lora.use_rslora=true", "dpo.eval.max_samples=4", "dpo.logging_steps=1",
-                                 "dpo.max_length=128", f"output_dir={out}"])
+                                 "dpo.max_length=128", "chat_template=qwen2_5", f"output_dir={out}"])
     before_stage(recipe, ("sft", "dpo"))
-    run_stage(recipe, "sft")
+    sft = run_stage(recipe, "sft")
     dpo = run_stage(recipe, "dpo")
+    assert sft["tokens_trained"] > 0  # the qwen2_5 twin's {% generation %} spans gave assistant labels
     sft_adapter = json.loads((out / "sft" / "adapter_config.json").read_text())
     dpo_adapter = json.loads((out / "dpo" / "adapter_config.json").read_text())
     assert sft_adapter["use_dora"] is True and sft_adapter["use_rslora"] is False
@@ -118,3 +121,11 @@ def test_dora_sft_then_rslora_dpo_hand_over(tmp_path):
     assert dpo_adapter["base_model_name_or_path"] == str((out / "sft" / "merged").resolve())
     assert dpo["train_loss_first"] == pytest.approx(math.log(2), abs=1e-3)
     assert (out / "dpo" / "merged" / "config.json").exists()
+    from transformers import AutoTokenizer
+
+    from zephyr_train.data.chat_template import trl_pair
+
+    final = AutoTokenizer.from_pretrained(out / "dpo" / "merged")
+    assert final.chat_template == trl_pair("qwen2_5")[0]
+    assert final.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                     add_generation_prompt=True).endswith("<|im_start|>assistant\n")
