@@ -126,3 +126,9 @@ def test_dpo_adds_bos_only_to_templates_without_one(base_tokenizer):
     assert "bos_token" in llama and with_bos(llama, base_tokenizer) == llama  # one BOS, the template's
     assert with_bos(chat_template.ZEPHYR, base_tokenizer).startswith("{{ bos_token }}") == \
         chat_template.adds_bos(base_tokenizer)
+
+
+def test_auto_at_stage_start_offline_is_one_line():
+    """A stage may download the tokenizer files; offline and not cached it stops with one line."""
+    with pytest.raises(UserError, match="cannot read someone/not-cached-model's tokenizer files"):
+        resolve("auto", "r.yaml", ModelSpec(name_or_path="someone/not-cached-model"), download=True)

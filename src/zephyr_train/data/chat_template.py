@@ -164,11 +164,11 @@ def model_template(name: str, revision: str = "main", download: bool = False) ->
         found = try_to_load_from_cache(name, filename, revision=revision)
         if not isinstance(found, str) and download:
             from huggingface_hub import hf_hub_download
-            from huggingface_hub.errors import EntryNotFoundError
+            from huggingface_hub.errors import RemoteEntryNotFoundError
 
             try:
                 found = hf_hub_download(name, filename, revision=revision)
-            except EntryNotFoundError:
+            except RemoteEntryNotFoundError:  # the repo has no such file (not: offline, or not cached)
                 found = None
             except Exception as err:  # offline, no access, no such repo: say so before anything is written
                 raise UserError(f"chat_template auto: cannot read {name}'s tokenizer files ({type(err).__name__}); "
@@ -203,6 +203,9 @@ def resolve(spec: str, source: str = "<recipe>", model: Any = None, download: bo
         if model is None:
             raise ValueError(f"chat_template {spec!r} needs the model it belongs to")
         own = model_template(model.name_or_path, model.revision, download)
+        if own is None and download:  # no tokenizer_config.json at all: not a tokenizer we can read
+            raise UserError(f"{source}: chat_template {spec}: {model.name_or_path} has no tokenizer_config.json; "
+                            "set chat_template (zephyr, a TRL family such as llama3, or inline Jinja)")
         if own is None:
             return None
         if not own:
