@@ -100,3 +100,19 @@ def test_check_estimates_a_qwen_base_offline(capsys):
     # Qwen's 152k vocabulary: the logits of 8 x 2048 tokens outweigh the 0.5B model's weights many times
     sft_memory = next(line for line in out.splitlines() if line.strip().startswith("memory ("))
     assert "weights 0.9" in sft_memory and "logits 8.1" in sft_memory
+
+
+def test_lora_targets_checked_against_the_architecture(capsys):
+    from zephyr_train.cli import main
+    from zephyr_train.preflight.architectures import lora_target_problem
+
+    mistral_names = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert lora_target_problem(arch_mod.MISTRAL_7B, mistral_names, "sft.lora") is None
+    assert lora_target_problem(arch_mod.PHI3_MINI, ["qkv_proj", "o_proj"], "sft.lora") is None
+    assert lora_target_problem(arch_mod.PHI3_MINI, "all-linear", "sft.lora") is None
+    assert lora_target_problem(arch_mod.PHI3_MINI, r".*\.(qkv|o)_proj", "sft.lora") is None  # a regex: PEFT's
+    assert "match no projection" in lora_target_problem(arch_mod.MISTRAL_7B, ["c_attn"], "sft.lora")
+    code = main(["check", "recipes/zephyr-7b-beta/qlora.yaml", "model.name_or_path=microsoft/Phi-3-mini-4k-instruct"])
+    out = capsys.readouterr()
+    assert code == 2
+    assert "sft.lora.target_modules names q_proj, k_proj, v_proj, gate_proj, up_proj, which phi3" in out.out + out.err

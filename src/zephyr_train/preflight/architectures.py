@@ -94,6 +94,23 @@ class Architecture:
         return self.num_hidden_layers * self.layer_linear_params + self.embedding_params + norms
 
 
+def lora_target_problem(arch: Architecture, targets: list | str, where: str) -> str | None:
+    """Why a LoRA `target_modules` list would match nothing in this model (PEFT says so only after loading):
+    Phi-3 fuses q/k/v and gate/up, so Mistral's seven names find just o_proj and down_proj there."""
+    if isinstance(targets, str) and targets != "all-linear":
+        return None  # PEFT reads a string as a regex over module names: not judged here
+    names = [targets] if isinstance(targets, str) else list(targets or [])
+    shapes = arch.linear_shapes()
+    if "all-linear" in names or not names or any(n in shapes for n in names):
+        missing = [n for n in names if n not in shapes and n != "all-linear" and n.endswith("_proj")]
+        if not missing or arch.model_type not in FUSED:
+            return None
+        return (f"{where}.target_modules names {', '.join(missing)}, which {arch.model_type} does not have (its "
+                f"projections: {', '.join(shapes)}); target those, or all-linear")
+    return (f"{where}.target_modules ({', '.join(names)}) match no projection of this {arch.model_type} model "
+            f"(it has {', '.join(shapes)}); target those, or all-linear")
+
+
 def _arch(**kw: int | bool | str) -> Architecture:
     return Architecture(**kw)  # type: ignore[arg-type]
 

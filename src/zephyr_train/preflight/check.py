@@ -20,7 +20,7 @@ from zephyr_train.config.recipe import STAGES, Recipe
 from zephyr_train.data import chat_template, mixture
 from zephyr_train.errors import UserError
 from zephyr_train.preflight import launcher, memory, trackers
-from zephyr_train.preflight.architectures import KNOWN, Architecture, architecture_of
+from zephyr_train.preflight.architectures import KNOWN, Architecture, architecture_of, lora_target_problem
 from zephyr_train.preflight.launcher import Launch
 
 # Memory (GiB) and bf16 support of the GPUs users name with --gpu.
@@ -72,6 +72,8 @@ def rules(recipe: Recipe, launch: Launch, hardware: Hardware, arch: Architecture
         if stage is not None:
             _stage_rules(recipe, name, launch, hardware, arch, report)
     report.errors.extend(trackers.problems(recipe))  # every report_to package installed, before anything is written
+    report.errors.extend(f"{src}: {p}" for s in recipe.stages if s.lora and arch and (p := lora_target_problem(
+        arch, s.lora.target_modules, f"{s.kind}.lora")))
 
 
 def _stage_rules(recipe: Recipe, name: str, launch: Launch, hardware: Hardware, arch: Architecture | None,
