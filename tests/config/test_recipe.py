@@ -66,7 +66,8 @@ def test_yaml_scientific_notation_is_a_float(tmp_path):
         ("sft.warmup_ratio=0.1", "it is now warmup_steps"),
         ("sft.packing_strategy=best", "must be one of bfd, bfd_split, wrapped"),
         ("model.quantization.load_in_4bit=true", "add a sft.lora section"),
-        ("sft.lora.rank=8", "unknown key 'sft.lora.rank'; valid keys: alpha, bias"),
+        ("sft.lora.rank=8", "unknown key 'sft.lora.rank' (not a field of the installed PEFT's LoraConfig); "
+                             "did you mean 'r'?"),
         ("sft.eval.fraction=0.1", "exactly one of split"),
         ("sft.model_init_kwargs={}", "set from the recipe's model section"),
         ("sft.bf16=true", None),

@@ -9,13 +9,12 @@ with no meaning here are dropped with a warning, and anything else goes through 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from zephyr_train.config.recipe import Lora, apply_override, build_recipe, read_yaml
+from zephyr_train.config.recipe import apply_override, build_recipe, read_yaml
 from zephyr_train.data.chat_template import ZEPHYR
 from zephyr_train.errors import UserError
 
@@ -25,13 +24,14 @@ QUANT_KEYS = {"load_in_4bit": "load_in_4bit", "load_in_8bit": "load_in_8bit",
               "bnb_4bit_quant_type": "bnb_4bit_quant_type", "use_bnb_nested_quant": "bnb_4bit_use_double_quant",
               "bnb_4bit_quant_storage": "bnb_4bit_quant_storage"}
 LORA_KEYS = {"lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "lora_target_modules": "target_modules",
-             "lora_modules_to_save": "modules_to_save"}
+             "lora_modules_to_save": "modules_to_save",
+             "use_dora": "use_dora", "use_rslora": "use_rslora"}  # PEFT LoraConfig fields, same names
 # Trainer keys from older TRL/transformers releases, with the field that means the same today.
 OBSOLETE = {"max_seq_length": "max_length", "evaluation_strategy": "eval_strategy",
             "warmup_ratio": "warmup_steps", "preprocessing_num_workers": "dataset_num_proc"}
 # Keys with no effect here: the handbook's own plumbing or settings TRL 1.16 dropped.
-IGNORED = {"overwrite_output_dir", "dataset_configs", "truncation_side", "auto_insert_empty_system_msg",
-           "text_column", "lora_task_type", "use_rslora", "use_dora", "bnb_4bit_compute_dtype"}
+IGNORED = {"overwrite_output_dir", "dataset_configs", "truncation_side", "auto_insert_empty_system_msg", "use_peft",
+           "text_column", "lora_task_type", "bnb_4bit_compute_dtype"}
 
 
 def renders_like_zephyr(template: str) -> bool:
@@ -121,8 +121,6 @@ def to_recipe(raw: dict, stage: str, source: str) -> tuple[dict, list[str]]:
         model["quantization"] = quant
     section: dict[str, Any] = {}
     lora = {ours: raw.pop(key) for key, ours in LORA_KEYS.items() if key in raw}
-    schema = {f.name for f in dataclasses.fields(Lora)}
-    lora.update({key: raw.pop(key) for key in ("use_dora", "use_rslora") if key in raw and key in schema})
     if raw.pop("use_peft", False):
         section["lora"] = {"target_modules": ["q_proj", "v_proj"], **lora}  # PEFT's default for Mistral/Llama
     datasets, evaluation = _datasets(raw, stage, source, warnings)

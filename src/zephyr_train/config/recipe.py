@@ -20,9 +20,11 @@ from typing import Any
 
 import yaml
 
+from zephyr_train.config.dpo_rules import check_losses
 from zephyr_train.config.evaluation import build_evaluation
+from zephyr_train.config.lora import Lora, build_lora
 from zephyr_train.config.secrets import redact
-from zephyr_train.config.trainer_fields import coerce, trainer_fields
+from zephyr_train.config.trainer_fields import check_value, coerce, trainer_fields
 from zephyr_train.errors import UserError
 from zephyr_train.run_files import RESOLVED_RECIPE
 
@@ -50,18 +52,6 @@ class ModelSpec:
     attn_implementation: str | None = None
     trust_remote_code: bool = False
     quantization: Quantization | None = None
-
-
-@dataclass
-class Lora:
-    r: int = 16
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: list | str = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    )
-    modules_to_save: list | None = None
-    bias: str = "none"
 
 
 @dataclass
@@ -121,7 +111,7 @@ class Hub:
 @dataclass
 class Recipe:
     model: ModelSpec
-    chat_template: str = "zephyr"
+    chat_template: str = "auto"  # the tokenizer's own (Zephyr's for a template-less base); see data/chat_template.py
     output_dir: str = "runs/default"
     sft: Stage | None = None
     dpo: Stage | None = None
@@ -261,7 +251,7 @@ def _build(cls: type, raw: Any, source: str, where: str) -> Any:
         if key not in known:
             raise _unknown(source, where, str(key), list(known))
         annotation = str(known[key].type)
-        nested = {"Quantization": Quantization, "Lora": Lora, "EvalSpec": EvalSpec}.get(
+        nested = {"Quantization": Quantization, "EvalSpec": EvalSpec}.get(
             annotation.split(" |")[0]
         )
         if nested and value is not None:
@@ -289,12 +279,9 @@ def _build_stage(name: str, raw: Any, source: str) -> Stage:
         if key not in fields:
             raise _unknown(source, f"{name}.", str(key), list(fields) + sorted(own))
         try:
-            value = coerce(value, fields[key].annotation)
+            value = check_value(fields[key], value)  # as TRL's dataclass and its __post_init__ take it
         except ValueError as err:
             raise UserError(f"{source}: {name}.{key} {err}") from None
-        choices = fields[key].choices
-        if choices and value not in choices:
-            raise UserError(f"{source}: {name}.{key} must be one of {', '.join(map(str, choices))}, got {value!r}")
         stage.trainer[ALIASES.get(key, key)] = value
     datasets = raw.get("datasets") or []
     if not isinstance(datasets, list) or not datasets:
@@ -303,7 +290,7 @@ def _build_stage(name: str, raw: Any, source: str) -> Stage:
     if raw.get("eval") is not None:
         stage.eval = _build(EvalSpec, raw["eval"], source, f"{name}.eval.")
     if raw.get("lora") is not None:
-        stage.lora = _build(Lora, raw["lora"], source, f"{name}.lora.")
+        stage.lora = build_lora(raw["lora"], source, f"{name}.lora.")  # every PEFT LoraConfig field
     if raw.get("max_prompt_length") is not None:
         try:
             stage.max_prompt_length = coerce(raw["max_prompt_length"], "int")
@@ -368,6 +355,13 @@ def validate(recipe: Recipe) -> None:
                 raise UserError(f"{src}: {name}.eval.fraction must be in (0, 1), got {ev.fraction}{hint}")
             if ev.rows is not None and ev.rows < 1:
                 raise UserError(f"{src}: {name}.eval.rows is a row count to carve from train, 1 or more; got {ev.rows}")
+        weights = stage.trainer.get("loss_weights")
+        losses = stage.trainer.get("loss_type", getattr(trainer_fields(name).get("loss_type"), "default", None))
+        if weights is not None and isinstance(losses, list) and len(weights) != len(losses):  # DPOConfig.__post_init__
+            raise UserError(f"{src}: {name}.loss_weights has {len(weights)} weights for {len(losses)} loss_type "
+                            f"entries ({', '.join(losses)}); give one weight per loss")
+        if name == "dpo":
+            check_losses(stage.trainer, src)  # DPOTrainer's own rules, before any model loads
         bf16, fp16 = stage.trainer.get("bf16"), stage.trainer.get("fp16")
         if bf16 and fp16:
             raise UserError(f"{src}: {name} sets both bf16 and fp16; keep one")
@@ -393,6 +387,8 @@ def to_dict(recipe: Recipe) -> dict[str, Any]:
     for stage in recipe.stages:
         body = dataclasses.asdict(stage)
         del body["kind"]  # the section name says it
+        if stage.lora is not None:
+            body["lora"] = stage.lora.as_dict()  # PEFT fields beside ours, as the recipe writes them
         if body["max_prompt_length"] is None:  # dpo only; absent keeps older fingerprints
             del body["max_prompt_length"]
         out[stage.kind] = {**body.pop("trainer"), **body}

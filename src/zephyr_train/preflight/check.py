@@ -15,11 +15,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from zephyr_train.config import lora
 from zephyr_train.config.recipe import STAGES, Recipe
 from zephyr_train.data import chat_template, mixture
 from zephyr_train.errors import UserError
-from zephyr_train.preflight import launcher, memory
-from zephyr_train.preflight.architectures import KNOWN, Architecture, architecture_of
+from zephyr_train.preflight import launcher, memory, trackers
+from zephyr_train.preflight.architectures import KNOWN, Architecture, architecture_of, lora_target_problem
 from zephyr_train.preflight.launcher import Launch
 
 # Memory (GiB) and bf16 support of the GPUs users name with --gpu.
@@ -70,6 +71,9 @@ def rules(recipe: Recipe, launch: Launch, hardware: Hardware, arch: Architecture
         stage = recipe.stage(name)
         if stage is not None:
             _stage_rules(recipe, name, launch, hardware, arch, report)
+    report.errors.extend(trackers.problems(recipe))  # every report_to package installed, before anything is written
+    report.errors.extend(f"{src}: {p}" for s in recipe.stages if s.lora and arch and (p := lora_target_problem(
+        arch, s.lora.target_modules, f"{s.kind}.lora")))
 
 
 def _stage_rules(recipe: Recipe, name: str, launch: Launch, hardware: Hardware, arch: Architecture | None,
@@ -98,8 +102,9 @@ def _objective_rules(recipe: Recipe, name: str, report: Report) -> None:
     """The loss can learn something: template spans, beta, learning rate, an eval set when one is asked for."""
     src, stage = recipe.source, recipe.stage(name)
     args = stage.trainer
-    if name == "sft":
-        _, training = chat_template.resolve(recipe.chat_template, src)
+    templates = chat_template.resolve(recipe.chat_template, src, recipe.model)  # None: auto, tokenizer not on disk
+    if name == "sft" and templates is not None:
+        training = templates[1]
         try:
             chat_template.check_trainable(training, args.get("assistant_only_loss", False), src)
         except UserError as err:
@@ -175,6 +180,8 @@ def _first_rows(path: Path, split: str) -> tuple[list[dict], list[str], int | No
 
 def _render_problem(messages: list[dict], template: str, needs_spans: bool) -> str | None:
     """Why `messages` does not render well with `template`, or None."""
+    if template is None:  # chat_template auto with a tokenizer not yet downloaded: checked when the stage starts
+        return None
     text, spans = render(template, messages)
     for message in messages:
         if message["content"] not in text:
@@ -189,7 +196,7 @@ def _render_problem(messages: list[dict], template: str, needs_spans: bool) -> s
 def check_data(recipe: Recipe, name: str, report: Report) -> dict[str, int | None]:
     """Check the local datasets of a stage; returns the training rows per source (None: unknown)."""
     stage, src = recipe.stage(name), recipe.source
-    inference, training = chat_template.resolve(recipe.chat_template, src)
+    inference, training = chat_template.resolve(recipe.chat_template, src, recipe.model) or (None, None)
     try:
         mixture.check_sources(stage, name, src)  # missing paths, test splits trained on
     except UserError as err:
@@ -379,6 +386,7 @@ def check(recipe: Recipe, launch: Launch | None = None, hardware: Hardware | Non
     size = "" if arch is None else f"{arch.params / 1e9:.2f}B" if arch.params >= 1e9 else f"{arch.params / 1e6:.1f}M"
     report.lines.append(f"model: {name}: " + (f"{size} parameters ({where}), context {arch.max_position_embeddings}"
                                               if arch else "architecture unknown offline"))
+    report.lines.append(chat_template.describe(recipe.chat_template, recipe.model))
     shown = "" if launch.source == "<none>" else f" ({launch.source})"
     report.lines.append(f"launch: {launch.name}{shown}, {hardware.gpus} "
                         f"{'CPU process(es)' if launch.on_cpu else 'GPU(s)'}"
@@ -400,6 +408,8 @@ def before_stage(recipe: Recipe, stages: tuple[str, ...]) -> None:
     warnings printed once (by the main process)."""
     launcher.gpu_guard()
     report = check(recipe, launcher.from_env(), estimate=False, stages=stages)
+    if not report.errors:  # PEFT's own LoraConfig rules (imports torch), still before any model loads
+        lora.check_with_peft([recipe.stage(name) for name in stages if recipe.stage(name)], recipe.source)
     if len(report.errors) == 1:
         raise UserError(report.errors[0])
     if report.errors:  # all of them at once, as `check` lists them; each already names the recipe file

@@ -48,9 +48,16 @@ class Estimate:
 
 
 def lora_params(arch: Architecture, lora: Lora) -> int:
+    """Trained adapter parameters: r x (in + out) per targeted projection (each expert's, in an MoE), plus
+    DoRA's magnitude vector (one value per output feature), on the layers `layers_to_transform` names."""
     shapes = arch.linear_shapes()
-    targets = list(shapes) if lora.target_modules == "all-linear" else [t for t in lora.target_modules if t in shapes]
-    return arch.num_hidden_layers * sum(lora.r * (shapes[t][0] + shapes[t][1]) for t in targets)
+    names = [lora.target_modules] if isinstance(lora.target_modules, str) else lora.target_modules
+    targets = list(shapes) if "all-linear" in names else [t for t in names if t in shapes]
+    per_layer = sum((lora.r * (shapes[t][0] + shapes[t][1]) + (shapes[t][1] if lora.get("use_dora") else 0))
+                    * arch.copies(t) for t in targets)
+    layers = lora.get("layers_to_transform")
+    count = arch.num_hidden_layers if layers is None else 1 if isinstance(layers, int) else len(set(layers))
+    return count * per_layer
 
 
 def weight_bytes(arch: Architecture, recipe: Recipe) -> float:
@@ -86,7 +93,7 @@ def optimizer_bytes_per_param(optim: str, param_bytes: int, deepspeed: bool) -> 
 def activation_bytes(arch: Architecture, tokens: int, act_bytes: int, checkpointing: bool, eager: bool,
                      seq: int) -> tuple[float, float]:
     """(hidden activations, logits and their loss buffers) for one micro-batch of `tokens` tokens."""
-    h, i = arch.hidden_size, arch.intermediate_size
+    h, i = arch.hidden_size, arch.active_intermediate  # MoE: the top-k experts each token goes through
     per_layer = act_bytes * (10 * h + 4 * i)  # norms, q/k/v/o inputs and outputs, gate/up/act/product
     if eager:  # the attention matrix and its softmax, per token: heads x sequence
         per_layer += 2 * act_bytes * arch.num_attention_heads * seq

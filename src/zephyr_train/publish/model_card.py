@@ -193,8 +193,8 @@ def make_card(recipe: Recipe, stage: str, repo_id: str, kind: str, base: str | N
     card = ModelCard.from_template(
         data, template_str=TEMPLATE, model_name=repo_id.split("/")[-1], repo_id=repo_id, kind_text=KINDS[kind],
         stage=stage, stage_title=STAGE_TITLES[stage], base=base, base_text=base_text, adapter=kind == "adapter",
-        data=sources, chat_template=resolve(recipe.chat_template, recipe.source)[0], hyperparameters=trainer,
-        lora=lora, results=results(summary) + eval_rows(recipe.output_dir, stage), versions=versions(),
-        in_progress=in_progress,
+        data=sources, chat_template=resolve(recipe.chat_template, recipe.source, recipe.model, download=True)[0],
+        hyperparameters=trainer, lora=lora, results=results(summary) + eval_rows(recipe.output_dir, stage),
+        versions=versions(), in_progress=in_progress,
     )
     return ModelCard(scrub(str(card)))

@@ -39,8 +39,10 @@ def policy_location(recipe: Recipe) -> str:
 
 
 def with_bos(template: str, tokenizer: Any) -> str:
-    """TRL tokenizes DPO pairs without special tokens; inference and our SFT start with one BOS."""
-    return "{{ bos_token }}" + template if chat_template.adds_bos(tokenizer) else template
+    """TRL tokenizes DPO pairs without special tokens; inference and our SFT start with one BOS (never two:
+    templates that write it themselves, as Llama-3's and Gemma's do, are left alone)."""
+    writes_bos = "bos_token" in template
+    return "{{ bos_token }}" + template if chat_template.adds_bos(tokenizer) and not writes_bos else template
 
 
 def pair_margins(trainer: Any) -> Any:
@@ -116,7 +118,7 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
 
     # 1. Checks that need no model or data: the recipe's rules and data sources ran once, in
     #    `preflight.check.before_stage`; here where the policy starts and the output directory.
-    inference_template, _ = chat_template.resolve(recipe.chat_template, src)
+    inference_template, _ = chat_template.resolve(recipe.chat_template, src, recipe.model, download=True)
     location = policy_location(recipe)
     start = stage.begin(recipe, "dpo", overwrite)
 

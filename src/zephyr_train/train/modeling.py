@@ -119,6 +119,4 @@ def lora_config(lora: Lora | None) -> Any:
         return None
     from peft import LoraConfig
 
-    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias=lora.bias,
-                      target_modules=lora.target_modules, modules_to_save=lora.modules_to_save,
-                      task_type="CAUSAL_LM")
+    return LoraConfig(task_type="CAUSAL_LM", **lora.peft_kwargs())  # every field the recipe gives, PEFT's names

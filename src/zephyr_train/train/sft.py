@@ -57,7 +57,8 @@ def run_sft(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
 
     # 1. What can be checked without a model or data: the recipe's rules and data sources ran once, in
     #    `preflight.check.before_stage`, before this was called; here the model's location and the output directory.
-    inference_template, training_template = chat_template.resolve(recipe.chat_template, src)
+    inference_template, training_template = chat_template.resolve(recipe.chat_template, src, recipe.model,
+                                                                  download=True)
     location = modeling.model_location(recipe.model, src)
     start = stage.begin(recipe, "sft", overwrite)
     out = start.out
