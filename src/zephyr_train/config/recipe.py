@@ -117,6 +117,7 @@ class Recipe:
     sft: Stage | None = None
     dpo: Stage | None = None
     hub: Hub | None = None
+    launch: dict | None = None  # how it is meant to be launched: {accelerate_config, gpus}; read by preflight/intended
     source: str = "<recipe>"  # the file it came from, for error messages
 
     def stage(self, kind: str) -> Stage | None:
@@ -305,7 +306,7 @@ def _build_stage(name: str, raw: Any, source: str) -> Stage:
 
 
 def build_recipe(raw: dict, source: str) -> Recipe:
-    top = {"model", "chat_template", "output_dir", "hub", *STAGES}
+    top = {"model", "chat_template", "output_dir", "hub", "launch", *STAGES}
     for key in raw:
         if key not in top:
             raise _unknown(source, "", str(key), sorted(top))
@@ -322,6 +323,7 @@ def build_recipe(raw: dict, source: str) -> Recipe:
             setattr(recipe, name, _build_stage(name, raw[name], source))
     if raw.get("hub") is not None:
         recipe.hub = _build(Hub, raw["hub"], source, "hub.")
+    recipe.launch = raw.get("launch")
     validate(recipe)
     return recipe
 

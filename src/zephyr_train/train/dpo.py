@@ -18,7 +18,7 @@ from zephyr_train import run_files
 from zephyr_train.config.recipe import Recipe
 from zephyr_train.data import chat_template, mixture
 from zephyr_train.errors import UserError
-from zephyr_train.train import merge, modeling, tracking
+from zephyr_train.train import console, merge, modeling, tracking
 from zephyr_train.train import stage_dir as stage
 from zephyr_train.train.patches import prompt_length
 from zephyr_train.train.results import headline
@@ -150,6 +150,7 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
     if spec.max_prompt_length:
         prompt_length.cut_trainer_prompts(trainer, spec.max_prompt_length, tokenizer.bos_token_id)
 
+    console.attach(trainer, "dpo", len(train), dropped, location, start.resume)  # banner, labelled bars, log lines
     # 5. Held-out figures before, train, after; save.
     before = held_out(trainer) if evaluation is not None and start.resume is None else {}
     started = time.perf_counter()
