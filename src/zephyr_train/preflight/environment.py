@@ -72,3 +72,12 @@ def report_lines() -> list[str]:
     lines += [f"{name}: {version}" for name, version in versions().items()]
     lines.append(f"accelerator: {accelerator()}")
     return lines
+
+
+def provenance(started: float) -> dict:
+    """What the run report shows about how a run was made: versions, commit, command, total wall time."""
+    import time
+
+    keep = ("zephyr-train", "torch", "transformers", "trl", "peft", "accelerate", "datasets")
+    return {"versions": versions(keep), "git_commit": git_commit(), "command": command_line(),
+            "python": platform.python_version(), "wall_time_s": round(time.time() - started, 1)}

@@ -214,7 +214,8 @@ def stage_console(stage: str, counter: CountingCollator | None) -> Any:
     return StageConsole()
 
 
-def attach(trainer: Any, stage: str, rows: int, dropped: dict, model: str, resume: Any = None) -> None:
+def attach(trainer: Any, stage: str, train: Any, evaluation: Any, dropped: dict, model: str,
+           resume: Any = None) -> None:
     """The stages' one hook: print the banner and replace the trainer's console callback."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -227,6 +228,5 @@ def attach(trainer: Any, stage: str, rows: int, dropped: dict, model: str, resum
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(stage_console(stage, counter))
     if trainer.args.process_index == 0:
-        evaluation = trainer.eval_dataset
-        print(banner(describe(trainer, stage, rows, dropped, model,
+        print(banner(describe(trainer, stage, len(train), dropped, model,
                               len(evaluation) if evaluation is not None else None, resume)), flush=True)

@@ -150,7 +150,7 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
     if spec.max_prompt_length:
         prompt_length.cut_trainer_prompts(trainer, spec.max_prompt_length, tokenizer.bos_token_id)
 
-    console.attach(trainer, "dpo", len(train), dropped, location, start.resume)  # banner, labelled bars, log lines
+    console.attach(trainer, "dpo", train, evaluation, dropped, location, start.resume)  # banner, bars, log lines
     # 5. Held-out figures before, train, after; save.
     before = held_out(trainer) if evaluation is not None and start.resume is None else {}
     started = time.perf_counter()

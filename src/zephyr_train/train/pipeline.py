@@ -9,12 +9,14 @@ directory holding files zephyr-train did not make is never cleared without `--fo
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 from zephyr_train import run_files
 from zephyr_train.config.recipe import Recipe, fingerprint
 from zephyr_train.errors import UserError
+from zephyr_train.preflight import environment
 from zephyr_train.train import stage_dir
 from zephyr_train.train.results import headline
 
@@ -41,6 +43,7 @@ def run_stage(recipe: Recipe, kind: str, overrides: list[str] = (), overwrite: b
 
 
 def run_pipeline(recipe: Recipe, overrides: list[str] = (), force: bool = False) -> dict[str, Any]:
+    started = time.time()
     stages = [stage.kind for stage in recipe.stages]
     if not stages:
         raise UserError(f"{recipe.source}: no sft or dpo section; nothing to run")
@@ -60,7 +63,8 @@ def run_pipeline(recipe: Recipe, overrides: list[str] = (), force: bool = False)
     last = results[stages[-1]]
     final = Path(last.get("merged_model_dir") or last["model_dir"])
     summary = {"stages": results, "final_model": str(final),
-               "final_adapter": last["model_dir"] if last.get("adapter") else None}
+               "final_adapter": last["model_dir"] if last.get("adapter") else None,
+               "provenance": environment.provenance(started)}
     Path(recipe.output_dir).mkdir(parents=True, exist_ok=True)
     (Path(recipe.output_dir) / run_files.SUMMARY).write_text(json.dumps(summary, indent=2))
     from zephyr_train.publish.report import write_report

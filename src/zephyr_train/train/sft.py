@@ -95,7 +95,7 @@ def run_sft(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
     if lm_head.needs_dense_head(trainer.args.device):
         lm_head.use_dense_lm_head(trainer.model.get_base_model() if spec.lora else trainer.model)
 
-    console.attach(trainer, "sft", len(train), dropped, location, start.resume)  # banner, labelled bars, log lines
+    console.attach(trainer, "sft", train, evaluation, dropped, recipe.model.name_or_path, start.resume)  # banner etc.
     # 5. Train, evaluate, save.
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(start.resume) if start.resume else None)
