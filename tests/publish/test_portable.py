@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+from tests.conftest import SMOKE
 from zephyr_train.publish import portable
 
 
@@ -45,7 +46,15 @@ def test_moved_run_folder_still_loads(tmp_path, tiny_model_dir, monkeypatch):
     with torch.no_grad():
         expected = adapter(ids).logits
 
-    assert portable.make_portable(run / "dpo", run) == "sft/merged"
+    from zephyr_train.config.recipe import load_recipe
+
+    recipe = load_recipe(SMOKE, [f"output_dir={run}", "sft.lora.r=4", "dpo.lora.r=4"])
+    cards = portable.finish_stage(recipe, "dpo", run / "dpo")  # what a finished stage does
+    assert json.loads(config_file.read_text())["base_model_name_or_path"] == "sft/merged"
+    assert cards == [run / "dpo" / "README.md"]
+    card = cards[0].read_text()
+    assert "sft/merged" in card and str(tmp_path) not in card and "[More Information Needed]" not in card
+    assert "built-in test model" in card
     moved = tmp_path / "elsewhere" / "run-copy"
     shutil.copytree(run, moved)
     shutil.rmtree(tmp_path / "made-here")  # the original is gone: nothing may point into it
