@@ -207,7 +207,8 @@ def stage_console(stage: str, counter: CountingCollator | None) -> Any:
             if counter is not None and "loss" in logs and self.last is not None:
                 now, tokens = time.perf_counter(), counter.trained_tokens
                 if now > self.last[0]:
-                    logs["tokens_per_second"] = round((tokens - self.last[1]) / (now - self.last[0]), 1)
+                    rate = round((tokens - self.last[1]) / (now - self.last[0]), 1)
+                    logs["tokens_per_second"] = state.log_history[-1]["tokens_per_second"] = rate
                 self.last = (now, tokens)
             tqdm.write(log_line(stage, logs, state.global_step, state.max_steps or None))
 
@@ -226,7 +227,8 @@ def attach(trainer: Any, stage: str, train: Any, evaluation: Any, dropped: dict,
         counter = trainer.data_collator = CountingCollator(trainer.data_collator, lambda: trainer.model)
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(stage_console(stage, counter))
+    # first, so the tokens/s it adds to a log entry is in log_history.json when the tracking callback writes it
+    trainer.callback_handler.callbacks.insert(0, stage_console(stage, counter))
     if trainer.args.process_index == 0:
         print(banner(describe(trainer, stage, len(train), dropped, model,
                               len(evaluation) if evaluation is not None else None, resume)), flush=True)
