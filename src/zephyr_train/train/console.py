@@ -206,7 +206,7 @@ def stage_console(stage: str, counter: CountingCollator | None) -> Any:
                 return
             if counter is not None and "loss" in logs and self.last is not None:
                 now, tokens = time.perf_counter(), counter.trained_tokens
-                if now > self.last[0]:
+                if now > self.last[0] and tokens > self.last[1]:  # the first batch may be collated before the clock
                     rate = round((tokens - self.last[1]) / (now - self.last[0]), 1)
                     logs["tokens_per_second"] = state.log_history[-1]["tokens_per_second"] = rate
                 self.last = (now, tokens)
