@@ -25,7 +25,8 @@ def test_lora_handover_skip_and_rerun(tmp_path, tiny_model_dir):
     # the DPO adapter sits on the merged SFT model, never on the raw base
     merged = out / "sft" / "merged"
     adapter = json.loads((out / "dpo" / "adapter_config.json").read_text())
-    assert adapter["base_model_name_or_path"] == str(merged.resolve())
+    assert adapter["base_model_name_or_path"] == "sft/merged"  # relative to the run folder: it can move
+    assert merged.is_dir()
     dpo = summary["stages"]["dpo"]
     assert dpo["train_loss_first"] == pytest.approx(math.log(2), abs=1e-3)
     # before DPO the policy is the reference: every held-out pair ties, which counts as a coin flip
