@@ -70,6 +70,14 @@ def write_card(path: Path, card: Any) -> Path:
     return path / CARD
 
 
+def here(folder: Path, run_dir: Path) -> str:
+    """How a card names its own folder: from the run folder's parent (`smoke/dpo`), never an absolute path."""
+    try:
+        return (run_dir.name / folder.resolve().relative_to(run_dir.resolve())).as_posix()
+    except ValueError:
+        return folder.name
+
+
 def finish_stage(recipe: Recipe, stage: str, stage_dir: Path | None = None) -> list[Path]:
     """At the end of a stage (main process): portable base references, then the project's model card in
     the stage folder (and in `merged/` for a LoRA stage), replacing TRL's card or PEFT's stub."""
@@ -88,16 +96,16 @@ def finish_stage(recipe: Recipe, stage: str, stage_dir: Path | None = None) -> l
     if (stage_dir / ADAPTER_CONFIG).exists():
         base = make_portable(stage_dir, run_dir, hub_base)
         written.append(write_card(stage_dir, model_card.make_card(
-            recipe, stage, name, "adapter", hub_base, base, summary, local=stage_dir.as_posix())))
+            recipe, stage, name, "adapter", hub_base, base, summary, local=here(stage_dir, run_dir))))
         merged = stage_dir / MERGED
         if (merged / "config.json").exists():
             written.append(write_card(merged, model_card.make_card(
-                recipe, stage, f"{name}-merged", "merged", hub_base, base, summary, local=merged.as_posix())))
+                recipe, stage, f"{name}-merged", "merged", hub_base, base, summary, local=here(merged, run_dir))))
     elif (stage_dir / "config.json").exists():
         base = recipe.model.name_or_path if stage == "sft" or recipe.sft is None else \
             portable_base(str(recipe.stage_dir("sft")), run_dir)
         written.append(write_card(stage_dir, model_card.make_card(
-            recipe, stage, name, "model", hub_base, base, summary, local=stage_dir.as_posix())))
+            recipe, stage, name, "model", hub_base, base, summary, local=here(stage_dir, run_dir))))
     return written
 
 
