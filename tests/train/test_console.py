@@ -86,3 +86,20 @@ def test_counting_collator_counts_loss_carrying_training_tokens_only():
     model.training = False  # evaluation batches are not training throughput
     counting([{}])
     assert counting.trained_tokens == 3
+
+
+def test_peft_deprecation_warning_dropped_at_its_source(tiny_model_dir):
+    import warnings
+
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        _ = model.is_gradient_checkpointing  # what PEFT reads on every LoRA model
+        assert any("is_gradient_checkpointing" in str(w.message) for w in seen)
+        seen.clear()
+        console.quiet_libraries(four_bit=False)
+        _ = model.is_gradient_checkpointing
+        warnings.warn("another FutureWarning", FutureWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == ["another FutureWarning"]

@@ -12,7 +12,8 @@ do until it ended. Here:
   only the figures a person watches (everything stays in `log_history.json`);
 - `quiet_libraries` drops, at the logger that emits it, a library warning that cannot apply to the run
   (bitsandbytes' "Failed to load CPU gemm_4bit_forward ... pip install kernels" in a run without 4-bit
-  weights); `attach` turns off `dataloader_pin_memory` where there is no accelerator to pin for, which
+  weights), and transformers' FutureWarning about `is_gradient_checkpointing`, which PEFT reads on every
+  LoRA model; `attach` turns off `dataloader_pin_memory` where there is no accelerator to pin for, which
   is the cause of torch's `pin_memory` warning. No blanket `warnings.filterwarnings`.
 
 Training throughput in the log lines counts the tokens that carry loss, as `summary.json`'s
@@ -24,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from typing import Any
 
 LABELS = {"sft": "SFT", "dpo": "DPO"}
@@ -38,6 +40,7 @@ SHOWN = [
     ("tokens_per_second", "tokens/s", ",.0f"), ("train_runtime", "runtime_s", ".1f"), ("epoch", "epoch", ".2f"),
 ]
 BITSANDBYTES_CPU_KERNEL = ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward")
+GRADIENT_CHECKPOINTING_ALIAS = r"`is_gradient_checkpointing` is deprecated"
 
 
 class _DropMessage(logging.Filter):
@@ -60,6 +63,10 @@ def quiet_libraries(four_bit: bool) -> None:
     logger = logging.getLogger(name)
     if not four_bit and not any(isinstance(f, _DropMessage) and f.start == start for f in logger.filters):
         logger.addFilter(_DropMessage(start))
+    # PEFT reads transformers' deprecated `is_gradient_checkpointing` whenever it wraps a model (every LoRA
+    # run): a FutureWarning about library internals no user can act on. Only that message, from that module.
+    warnings.filterwarnings("ignore", message=GRADIENT_CHECKPOINTING_ALIAS, category=FutureWarning,
+                            module=r"transformers\.modeling_utils")
 
 
 def number(value: Any, spec: str) -> str:
