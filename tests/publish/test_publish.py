@@ -242,3 +242,21 @@ def test_every_stage_folder_has_the_projects_card(run_dir):
         assert card.startswith("---") and "zephyr-train" in card and "[More Information Needed]" not in card
         assert "built-in test model" in card
         assert str(run_dir.parent) not in card.split("## Training data")[0]  # no absolute path as the base
+
+
+def test_the_printed_next_commands_work_when_pasted(run_dir):
+    """Each `zephyr-train ...` hint at the end of the run, run as printed (offline: push says so and keeps the run)."""
+    import shlex
+
+    tail = (run_dir / "stdout.txt").read_text().split("\nnext:\n")[1]
+    commands = [shlex.split(line.split("    #")[0]) for line in tail.splitlines()
+                if line.strip().startswith("zephyr-train ")]
+    assert {c[1] for c in commands} >= {"chat", "report", "push"}
+    for command in commands:
+        done = cli(*command[1:])
+        output = done.stdout + done.stderr
+        assert "Traceback" not in output and "zephyr-train: error" not in output, output[-2000:]
+        if command[1] == "push":  # HF_HUB_OFFLINE=1 in the tests: not pushed, and it says how to push later
+            assert done.returncode == 1 and "HF_HUB_OFFLINE is set" in output
+        else:
+            assert done.returncode == 0, output[-2000:]
