@@ -23,7 +23,8 @@ def test_log_line_is_compact_with_numbers_as_numbers():
     assert "'" not in line and "{" not in line and "num_tokens" not in line
     assert console.log_line("dpo", {"eval_loss": 0.69, "eval_rewards/accuracies": 0.5}, 13, 13) == \
         "DPO eval step 13/13 | eval_loss 0.6900 | eval_acc 0.50"
-    assert console.log_line("sft", {"train_runtime": 98.12, "train_loss": 4.2}, 100, 100).startswith("SFT done step")
+    assert console.log_line("sft", {"train_runtime": 98.12, "train_loss": 4.2}, 100, 100) == \
+        "SFT training ended, step 100/100 | mean_loss 4.2000 | runtime_s 98.1"
 
 
 def test_banner_says_what_the_stage_will_do():

@@ -12,8 +12,8 @@ do until it ended. Here:
   only the figures a person watches (everything stays in `log_history.json`);
 - `quiet_libraries` drops, at the logger that emits it, a library warning that cannot apply to the run
   (bitsandbytes' "Failed to load CPU gemm_4bit_forward ... pip install kernels" in a run without 4-bit
-  weights), and transformers' FutureWarning about `is_gradient_checkpointing`, which PEFT reads on every
-  LoRA model; `attach` turns off `dataloader_pin_memory` where there is no accelerator to pin for, which
+  weights), and transformers' FutureWarning about `is_gradient_checkpointing`, which PEFT and TRL's DPO
+  read; `attach` turns off `dataloader_pin_memory` where there is no accelerator to pin for, which
   is the cause of torch's `pin_memory` warning. No blanket `warnings.filterwarnings`.
 
 Training throughput in the log lines counts the tokens that carry loss, as `summary.json`'s
@@ -63,8 +63,8 @@ def quiet_libraries(four_bit: bool) -> None:
     logger = logging.getLogger(name)
     if not four_bit and not any(isinstance(f, _DropMessage) and f.start == start for f in logger.filters):
         logger.addFilter(_DropMessage(start))
-    # PEFT reads transformers' deprecated `is_gradient_checkpointing` whenever it wraps a model (every LoRA
-    # run): a FutureWarning about library internals no user can act on. Only that message, from that module.
+    # PEFT (wrapping a LoRA model) and TRL (DPO) read transformers' deprecated `is_gradient_checkpointing`:
+    # a FutureWarning about library internals no user can act on. Only that message, from that module.
     warnings.filterwarnings("ignore", message=GRADIENT_CHECKPOINTING_ALIAS, category=FutureWarning,
                             module=r"transformers\.modeling_utils")
 
@@ -82,7 +82,7 @@ def log_line(stage: str, logs: dict[str, Any], step: int, max_steps: int | None)
     label = LABELS.get(stage, stage.upper())
     evaluation = any(key.startswith("eval_") for key in logs)
     where = f"step {step}/{max_steps}" if max_steps else f"step {step}"
-    kind = " eval" if evaluation else " done" if "train_runtime" in logs else ""
+    kind = " eval" if evaluation else " training ended," if "train_runtime" in logs else ""
     parts = [f"{label}{kind} {where}"]
     for key, short, spec in SHOWN:
         if isinstance(logs.get(key), int | float) and not isinstance(logs.get(key), bool):
