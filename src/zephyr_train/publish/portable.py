@@ -103,7 +103,7 @@ def finish_stage(recipe: Recipe, stage: str, stage_dir: Path | None = None) -> l
                 recipe, stage, f"{name}-merged", "merged", hub_base, base, summary, local=here(merged, run_dir))))
     elif (stage_dir / "config.json").exists():
         base = recipe.model.name_or_path if stage == "sft" or recipe.sft is None else \
-            portable_base(str(recipe.stage_dir("sft")), run_dir)
+            f"{portable_base(str(recipe.stage_dir('sft')), run_dir)} (this run's SFT stage)"
         written.append(write_card(stage_dir, model_card.make_card(
             recipe, stage, name, "model", hub_base, base, summary, local=here(stage_dir, run_dir))))
     return written
