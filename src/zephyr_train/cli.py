@@ -238,8 +238,7 @@ def _check(args: argparse.Namespace) -> int:
     print(f"check: {recipe.source}: {verdict}" + (f" on {hardware.gpus} x {hardware.memory_gib:g} GiB"
                                                   if hardware.memory_gib else ""))
     if report.fits and launch is not None:
-        print("launch it: " + intended.setup_flags(recipe, launch.source, hardware.gpus, args.overrides,
-                                                    hardware.memory_gib).split("then: ")[1])
+        print("launch it: " + intended.launch_command(recipe, launch.source, hardware.gpus, args.overrides))
     return 3 if report.fits is False else 0
 
 

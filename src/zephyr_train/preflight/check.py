@@ -308,7 +308,8 @@ def alternatives(arch: Architecture, recipe: Recipe, name: str, launch: Launch, 
         for micro in sorted({batch, *[b for b in (8, 4, 2, 1) if b < batch]}, reverse=True):
             est = memory.estimate(arch, recipe, name, setup, gpus, micro)
             if est.total <= memory_gib * memory.GIB:
-                accumulation = max(1, memory.global_batch(args, hardware.gpus) // (micro * gpus))
+                meant = memory.global_batch(args, intended.gpus_of(recipe) or hardware.gpus)  # on its GPUs
+                accumulation = max(1, meant // (micro * gpus))
                 change = [] if micro == batch and gpus == hardware.gpus else [
                     f"{name}.per_device_train_batch_size={micro}", f"{name}.gradient_accumulation_steps={accumulation}"]
                 config = setup.source if setup.source != "<none>" else \

@@ -41,6 +41,12 @@ def plan_of(recipe: Recipe) -> LaunchPlan | None:
     return plan
 
 
+def gpus_of(recipe: Recipe) -> int | None:
+    """The GPUs the recipe is made for (its global batch is meant on those), if it says."""
+    plan = plan_of(recipe)
+    return plan.gpus if plan else None
+
+
 def choose(recipe: Recipe, config: str | None, gpus: int | None) -> tuple[str | None, int | None, str | None]:
     """(accelerate config, GPUs, a note saying where they came from): the flags win over the recipe."""
     plan = plan_of(recipe)
@@ -58,12 +64,15 @@ def choose(recipe: Recipe, config: str | None, gpus: int | None) -> tuple[str | 
     return config, gpus, note
 
 
+def launch_command(recipe: Recipe, config: str, gpus: int, overrides: list[str]) -> str:
+    """The `accelerate launch` line that runs the recipe's stages on this setup."""
+    return shlex.join(["accelerate", "launch", "--config_file", config, "--num_processes", str(gpus), "-m",
+                       "zephyr_train", "run", recipe.source, *overrides])
+
+
 def setup_flags(recipe: Recipe, config: str, gpus: int, overrides: list[str], memory_gib: float | None) -> str:
     """The exact commands for one setup: the check that confirms it, then the launch that runs it."""
-    extra = [*overrides]
-    check = ["zephyr-train", "check", recipe.source, *extra, "--accelerate-config", config, "--gpus", str(gpus)]
+    check = ["zephyr-train", "check", recipe.source, *overrides, "--accelerate-config", config, "--gpus", str(gpus)]
     if memory_gib:
         check += ["--gpu-memory", f"{memory_gib:g}"]
-    launch = ["accelerate", "launch", "--config_file", config, "--num_processes", str(gpus), "-m", "zephyr_train",
-              "run", recipe.source, *extra]
-    return f"{shlex.join(check)}\n      then: {shlex.join(launch)}"
+    return f"{shlex.join(check)}\n      then: {launch_command(recipe, config, gpus, overrides)}"
