@@ -101,7 +101,8 @@ def test_two_process_accelerate_launch_of_the_whole_run(tmp_path):
     assert dpo["global_step"] == 2 and dpo["held_out_before"]["pairs"] == 16  # gathered from both processes
     # TRL tokenizes on the main process first; the second one loads the cached result instead
     for split in ("train", "eval"):
-        assert run.stderr.count(f"Tokenizing {split} dataset: 100%") == 1, split
+        # (counted at 0%: a loaded machine can make tqdm print a bar's 100% state twice, once more at close)
+        assert run.stderr.count(f"Tokenizing {split} dataset:   0%") == 1, split
 
 
 def test_resume_finished_and_changed_settings(tmp_path):
