@@ -137,6 +137,7 @@ def describe(trainer: Any, stage: str, rows: int, dropped: dict, model: str, eva
              resume: Any = None) -> dict[str, Any]:
     """Plain values for `banner`, read from the built trainer (the settings it will really use)."""
     args, net = trainer.args, trainer.model
+    processes = trainer.accelerator.num_processes  # args.world_size says 1 under a MULTI_CPU (gloo) launch
     params = sum(p.numel() for p in net.parameters())
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
     first = next(net.parameters())
@@ -146,11 +147,11 @@ def describe(trainer: Any, stage: str, rows: int, dropped: dict, model: str, eva
     return {
         "stage": stage, "model": model, "params": params, "trainable_params": trainable,
         "weights_dtype": "4-bit NF4" if four_bit else str(first.dtype).replace("torch.", ""), "compute": compute,
-        "device": str(args.device), "processes": args.world_size, "rows": rows, "dropped": dict(dropped),
+        "device": str(args.device), "processes": processes, "rows": rows, "dropped": dict(dropped),
         "eval_rows": eval_rows, "per_device": args.per_device_train_batch_size,
         "accumulation": args.gradient_accumulation_steps, "epochs": args.num_train_epochs,
         "steps": planned_steps(len(trainer.train_dataset), args.per_device_train_batch_size,
-                               args.gradient_accumulation_steps, args.world_size, args.num_train_epochs,
+                               args.gradient_accumulation_steps, processes, args.num_train_epochs,
                                args.max_steps),
         "max_length": getattr(args, "max_length", None), "packing": getattr(args, "packing", False),
         "out": args.output_dir, "resume": str(resume) if resume else None,
