@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 
 # The whole pipeline on the tiny model: SFT, then DPO from its result, each stage's figures at the end.
 smoke: install
-	HF_HUB_OFFLINE=1 $(BIN)/zephyr-train run $(RECIPE) --force $(ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/zephyr-train run $(RECIPE) --overwrite $(ARGS)
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q tests

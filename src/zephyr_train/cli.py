@@ -20,15 +20,17 @@ def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
                         help="a single-stage alignment-handbook config (flat TRL keys), instead of RECIPE")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="override recipe keys, dotted for nesting: sft.learning_rate=1e-4 output_dir=runs/x")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="delete what the output directory holds and train from scratch")
+    parser.add_argument("--overwrite", "--force", dest="overwrite", action="store_true",
+                        help="start over: delete what the output directory holds and train from scratch "
+                        "(--force is the same flag)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zephyr-train", allow_abbrev=False,
         description="Turn a base model into a chat assistant the Zephyr way: SFT, then DPO.",
-        epilog="Start with: zephyr-train sft recipes/smoke.yaml   (tiny built-in model, runs on a CPU)",
+        epilog="Start with: make smoke   (= zephyr-train run recipes/smoke.yaml --overwrite: tiny built-in model, "
+        "SFT then DPO on a CPU in minutes); bug reports: zephyr-train env",
     )
     parser.add_argument("--version", action="version", version=f"zephyr-train {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -46,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "settings is skipped, a changed one re-run, an interrupted one resumed.")
     run.add_argument("recipe", help="YAML recipe, e.g. recipes/smoke.yaml")
     run.add_argument("overrides", nargs="*", metavar="key=value", help="override recipe keys, dotted for nesting")
-    run.add_argument("--force", action="store_true", help="run every stage again from scratch")
+    run.add_argument("--overwrite", "--force", dest="force", action="store_true",
+                     help="start over: run every stage again from scratch (--force is the same flag)")
     check = commands.add_parser("check", allow_abbrev=False, help="preflight: recipe rules, local data, memory per GPU",
                                 description="Find what will go wrong with RECIPE in seconds, offline, loading no "
                                 "weights: cross-field rules, local data, per-GPU memory, steps and global batch. "
@@ -57,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--gpus", type=int, help="GPUs in all (default: the config's num_processes, else 1)")
     check.add_argument("--gpu-memory", type=float, metavar="GIB", help="memory of each GPU, GiB (e.g. 24, 80)")
     check.add_argument("--gpu", metavar="NAME", help="GPU model (a100, h100, rtx4090, t4, v100, ...): memory and bf16")
+    check.add_argument("--show", type=int, metavar="N", help="print N training examples per stage as rendered for "
+                       "training, the text that carries loss marked [[ ]]")
+    _add_env_parser(commands)
     _add_tool_commands(commands)
     _add_data_parser(commands)
     _add_export_demo_parsers(commands)
@@ -64,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_parser(commands)
     return parser
+
+
+def _add_env_parser(commands: argparse._SubParsersAction) -> None:
+    commands.add_parser("env", allow_abbrev=False, help="print versions and hardware, for bug reports",
+                        description="Print Python, platform, git commit, library versions and the accelerator.")
 
 
 def _add_tool_commands(commands: argparse._SubParsersAction) -> None:
@@ -255,13 +266,17 @@ def _push(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from zephyr_train.config.recipe import load_recipe
     from zephyr_train.preflight import check as preflight
-    from zephyr_train.preflight import launcher
+    from zephyr_train.preflight import intended, launcher
+    from zephyr_train.preflight.show import show
 
     recipe = load_recipe(args.recipe, args.overrides)
-    launch = launcher.read(args.accelerate_config) if args.accelerate_config else None
-    hardware = preflight.hardware_from(args.gpus, args.gpu_memory, args.gpu, launch or launcher.Launch("<none>"))
+    config, gpus, source = intended.choose(recipe, args.accelerate_config, args.gpus)
+    launch = launcher.read(config) if config else None
+    hardware = preflight.hardware_from(gpus, args.gpu_memory, args.gpu, launch or launcher.Launch("<none>"))
     report = preflight.check(recipe, launch, hardware)
-    print("\n".join(report.lines))
+    print("\n".join(([source] if source else []) + report.lines))
+    if args.show:
+        print("\n".join(show(recipe, args.show)))
     for warning in report.warnings:
         print(f"warning: {warning}")
     for error in report.errors:
@@ -275,7 +290,16 @@ def _check(args: argparse.Namespace) -> int:
     verdict = {True: "fits", False: "does NOT fit", None: "checked"}[report.fits]
     print(f"check: {recipe.source}: {verdict}" + (f" on {hardware.gpus} x {hardware.memory_gib:g} GiB"
                                                   if hardware.memory_gib else ""))
+    if report.fits and launch is not None:
+        print("launch it: " + intended.launch_command(recipe, launch.source, hardware.gpus, args.overrides))
     return 3 if report.fits is False else 0
+
+
+def _env(args: argparse.Namespace) -> int:
+    from zephyr_train.preflight.environment import report_lines
+
+    print("\n".join(report_lines()))
+    return 0
 
 
 def _data(args: argparse.Namespace) -> int:
@@ -293,7 +317,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 COMMANDS = {"sft": _sft, "dpo": _dpo, "run": _run, "check": _check, "chat": _chat, "merge": _merge,
             "report": _report, "push": _push, "data": _data, "export": _export, "demo": _demo,
-            "eval": _eval}
+            "eval": _eval, "env": _env}
 
 
 def main(argv: list[str] | None = None) -> int:

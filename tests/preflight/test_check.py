@@ -42,7 +42,7 @@ def errors(recipe, overrides=(), config=None, **hardware) -> list[str]:
 def test_every_recipe_passes_check(capsys, recipe):
     code, out = check(capsys, recipe)
     assert code == 0, out
-    assert "error" not in out
+    assert "error:" not in out  # (a GPU launch section warns that it would stop "with an error" on this CPU box)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)

@@ -36,7 +36,7 @@ def test_run_ends_with_the_report_and_the_push_command(run_dir):
     assert f"report: {run_dir / 'report.html'}" in output
     for stage in ("sft", "dpo"):  # HF_HUB_OFFLINE=1 here: nothing pushed, the way to push later is given
         assert f"{stage} not pushed; the result stays in {run_dir / stage}; " \
-               f"push it later with: zephyr-train push {run_dir}" in output
+               f"push it later with: zephyr-train push {run_dir} --repo-id me/zephyr-smoke" in output
 
 
 class Checker(HTMLParser):
@@ -70,8 +70,8 @@ def test_report_files(run_dir):
     checker.close()
     assert checker.stack == [] and page.startswith("<!DOCTYPE html>")
     names = {Path(src).name for src in checker.images}
-    assert names == {"sft_loss.png", "dpo_loss.png", "dpo_rewards.png", "dpo_accuracy.png", "learning_rate.png",
-                     "throughput.png"}
+    assert names == {"sft_loss.png", "dpo_loss.png", "dpo_rewards.png", "dpo_accuracy.png", "sft_learning_rate.png",
+                     "dpo_learning_rate.png", "grad_norm.png", "entropy.png", "throughput.png"}
     for src in checker.images:
         assert (run_dir / src).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = " ".join(checker.text)
@@ -81,6 +81,12 @@ def test_report_files(run_dir):
     assert "SFT model" in text and "final model (DPO)" in text
     assert "builtin:ultrachat-sample" in text and "builtin:ultrafeedback-sample" in text  # data table
     assert "max_steps: 4" in text  # the resolved recipe
+    assert "Resolved recipe (sft)" in text and "Resolved recipe (dpo)" in text
+    sft_recipe = page.split("Resolved recipe (sft)")[1].split("Resolved recipe (dpo)")[0]
+    assert "beta:" not in sft_recipe  # one stage's section each, not the whole recipe twice
+    assert "built-in test model" in text and "Provenance" in text and "git commit" in text
+    assert "zephyr-train run recipes/smoke.yaml" in text  # the command line
+    assert "href='dpo/README.md'" in page and "href='sft/README.md'" in page
 
 
 def test_report_of_an_unfinished_run(run_dir, tmp_path):
@@ -187,3 +193,75 @@ def test_no_secret_in_any_written_file(run_dir):
     for path in files:
         data = path.read_bytes()
         assert HF_TOKEN.encode() not in data and WANDB_KEY.encode() not in data, path
+
+
+def test_report_figures_are_the_summarys(run_dir):
+    """Every figure the report shows is read from summary.json or the log history the summary came from."""
+    curves = json.loads((run_dir / "report_files" / "curves.json").read_text())
+    sft, dpo = (json.loads((run_dir / stage / "summary.json").read_text()) for stage in ("sft", "dpo"))
+    train = curves["sft_loss.png"]["train"]
+    assert (train[1][0], train[1][-1]) == (sft["train_loss_first"], sft["train_loss_last"])
+    assert curves["sft_loss.png"]["eval (end, summary.json)"] == [[sft["global_step"]], [sft["eval_loss"]]]
+    accuracy = curves["dpo_accuracy.png"]["held-out, ties count half (summary.json)"]
+    before, after = dpo["held_out_before"], dpo["held_out_after"]
+    assert accuracy == [[0, dpo["global_step"]], [before["accuracy"], after["accuracy"]]]
+    assert accuracy[1][0] == 0.5  # the untrained policy: every pair ties, ties count half
+    margin = curves["dpo_rewards.png"]["held-out margin (summary.json)"]
+    assert margin[1] == [dpo["held_out_before"]["margin"], dpo["held_out_after"]["margin"]]
+    mean = curves["throughput.png"]["mean over training (summary.json)"][1]
+    assert mean == [sft["tokens_per_second"]] * 2
+    per_interval = curves["throughput.png"]["per logging interval (console)"][1]
+    assert all(rate > 0 for rate in per_interval)
+    assert "sft_learning_rate.png" in curves and "dpo_learning_rate.png" in curves  # each on its own axis
+    page = (run_dir / "report.html").read_text()
+    assert f"{sft['tokens_per_second']:,.0f}" in page
+    for value in (sft["train_loss_first"], sft["train_loss_last"], dpo["held_out_after"]["accuracy"]):
+        assert f"{value:.4g}" in page
+
+
+def test_console_banner_log_lines_and_next_commands(run_dir):
+    output = (run_dir / "stdout.txt").read_text()
+    for label in ("SFT", "DPO"):
+        banner = output.split(f"== {label}: ")[1].split("\n", 7)[:7]
+        assert banner[1].startswith("  model ") and "parameters" in banner[1]
+        assert "device cpu, 1 process" in banner[2] and "kept" in banner[3] and "optimizer steps" in banner[4]
+        assert banner[5] == f"  output     {run_dir / label.lower()}"
+    assert output.index("== SFT: ") < output.index("SFT step 1/4 | loss ")
+    lines = [line for line in output.replace("\r", "\n").splitlines() if " | loss " in line]
+    assert len(lines) >= 7 and all(len(line) < 200 and "'" not in line for line in lines)
+    assert "DPO held-out pairs (before training)" in output and "SFT train" in output
+    assert "Failed to load CPU gemm_4bit_forward" not in output and "pin_memory" not in output
+    assert "is_gradient_checkpointing" not in output  # transformers' FutureWarning, read by TRL's DPO
+    tail = output.split("\nnext:\n")[1]
+    assert f"zephyr-train chat {run_dir / 'dpo'}" in tail and f"zephyr-train report {run_dir}" in tail
+    assert f"zephyr-train push {run_dir}" in tail
+
+
+def test_every_stage_folder_has_the_projects_card(run_dir):
+    for stage in ("sft", "dpo"):
+        card = (run_dir / stage / "README.md").read_text()
+        assert card.startswith("---") and "zephyr-train" in card and "[More Information Needed]" not in card
+        assert "built-in test model" in card
+        assert str(run_dir.parent) not in card.split("## Training data")[0]  # no absolute path as the base
+
+
+def test_the_printed_next_commands_work_when_pasted(run_dir):
+    """The `zephyr-train ...` hints at the end of the run, as printed (offline: push says so and keeps the run)."""
+    import shlex
+
+    tail = (run_dir / "stdout.txt").read_text().split("\nnext:\n")[1]
+    commands = [shlex.split(line.split("    #")[0]) for line in tail.splitlines()
+                if line.strip().startswith("zephyr-train ")]
+    assert {c[1] for c in commands} >= {"chat", "report", "push"}
+    from zephyr_train.cli import build_parser
+
+    for command in commands:  # every hint parses; `report RUN_DIR` itself runs in test_report_of_an_unfinished_run
+        build_parser().parse_args(command[1:])
+    for command in [c for c in commands if c[1] in ("chat", "push")]:
+        done = cli(*command[1:])
+        output = done.stdout + done.stderr
+        assert "Traceback" not in output and "zephyr-train: error" not in output, output[-2000:]
+        if command[1] == "push":  # HF_HUB_OFFLINE=1 in the tests: not pushed, and it says how to push later
+            assert done.returncode == 1 and "HF_HUB_OFFLINE is set" in output
+        else:
+            assert done.returncode == 0, output[-2000:]

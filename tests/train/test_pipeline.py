@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from pathlib import Path
 
 import pytest
 
@@ -25,7 +27,8 @@ def test_lora_handover_skip_and_rerun(tmp_path, tiny_model_dir):
     # the DPO adapter sits on the merged SFT model, never on the raw base
     merged = out / "sft" / "merged"
     adapter = json.loads((out / "dpo" / "adapter_config.json").read_text())
-    assert adapter["base_model_name_or_path"] == str(merged.resolve())
+    assert adapter["base_model_name_or_path"] == "sft/merged"  # relative to the run folder: it can move
+    assert merged.is_dir()
     dpo = summary["stages"]["dpo"]
     assert dpo["train_loss_first"] == pytest.approx(math.log(2), abs=1e-3)
     # before DPO the policy is the reference: every held-out pair ties, which counts as a coin flip
@@ -77,9 +80,15 @@ def behaves_like_zephyr(final, adapter_dir) -> None:
     # when the model emits </s>, generation ends there (a sampled EOS gets a huge bias to make it happen now)
     stopped = pipe(prompt, max_new_tokens=24, do_sample=False, return_full_text=False, sequence_bias={(eos,): 100.0})
     assert stopped[0]["generated_text"] == ""
-    # the adapter alone loads onto the merged SFT model its config names, and computes the merged model
+    # the adapter alone loads onto the merged SFT model its config names (relative to the run folder, where
+    # PEFT looks for it when started there), and computes the merged model
     ids = pipe.tokenizer(prompt, return_tensors="pt").input_ids
-    with torch.no_grad():
-        via_adapter = AutoPeftModelForCausalLM.from_pretrained(adapter_dir)(ids).logits
-        merged = pipe.model(ids).logits
+    cwd = os.getcwd()
+    os.chdir(Path(adapter_dir).parent)
+    try:
+        with torch.no_grad():
+            via_adapter = AutoPeftModelForCausalLM.from_pretrained(Path(adapter_dir).name)(ids).logits
+            merged = pipe.model(ids).logits
+    finally:
+        os.chdir(cwd)
     torch.testing.assert_close(via_adapter, merged, rtol=1e-4, atol=1e-4)

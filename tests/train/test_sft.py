@@ -81,7 +81,7 @@ def test_qlora_loads_real_4bit_and_trains_both_stages(tmp_path):
     dpo = json.loads((out / "dpo" / "summary.json").read_text())
     assert dpo["train_loss_first"] == pytest.approx(0.6931, abs=2e-3)  # 4-bit policy vs its disabled adapter
     adapter = json.loads((out / "dpo" / "adapter_config.json").read_text())
-    assert adapter["base_model_name_or_path"] == str((out / "sft" / "merged").resolve())
+    assert adapter["base_model_name_or_path"] == "sft/merged"  # relative to the run folder (publish/portable.py)
     final = AutoModelForCausalLM.from_pretrained(dpo["merged_model_dir"])  # full precision, no bitsandbytes
     assert final.dtype == torch.float32 and not any(isinstance(m, bnb.nn.Linear4bit) for m in final.modules())
 
@@ -101,7 +101,8 @@ def test_two_process_accelerate_launch_of_the_whole_run(tmp_path):
     assert dpo["global_step"] == 2 and dpo["held_out_before"]["pairs"] == 16  # gathered from both processes
     # TRL tokenizes on the main process first; the second one loads the cached result instead
     for split in ("train", "eval"):
-        assert run.stderr.count(f"Tokenizing {split} dataset: 100%") == 1, split
+        # (counted at 0%: a loaded machine can make tqdm print a bar's 100% state twice, once more at close)
+        assert run.stderr.count(f"Tokenizing {split} dataset:   0%") == 1, split
 
 
 def test_resume_finished_and_changed_settings(tmp_path):

@@ -117,6 +117,7 @@ class Recipe:
     dpo: Stage | None = None
     hub: Hub | None = None
     eval: Any = None  # config.evaluation.Evaluation: the run's last stage (benchmarks), when the recipe has one
+    launch: dict | None = None  # how it is meant to be launched: {accelerate_config, gpus}; read by preflight/intended
     source: str = "<recipe>"  # the file it came from, for error messages
 
     def stage(self, kind: str) -> Stage | None:
@@ -300,7 +301,7 @@ def _build_stage(name: str, raw: Any, source: str) -> Stage:
 
 
 def build_recipe(raw: dict, source: str) -> Recipe:
-    top = {"model", "chat_template", "output_dir", "hub", "eval", *STAGES}
+    top = {"model", "chat_template", "output_dir", "hub", "eval", "launch", *STAGES}
     for key in raw:
         if key not in top:
             raise _unknown(source, "", str(key), sorted(top))
@@ -319,6 +320,7 @@ def build_recipe(raw: dict, source: str) -> Recipe:
         recipe.hub = _build(Hub, raw["hub"], source, "hub.")
     if "eval" in raw:
         recipe.eval = build_evaluation(raw["eval"], source, [s.kind for s in recipe.stages])
+    recipe.launch = raw.get("launch")
     validate(recipe)
     return recipe
 

@@ -19,7 +19,7 @@ from zephyr_train.config import lora
 from zephyr_train.config.recipe import STAGES, Recipe
 from zephyr_train.data import chat_template, mixture
 from zephyr_train.errors import UserError
-from zephyr_train.preflight import launcher, memory, trackers
+from zephyr_train.preflight import intended, launcher, memory, trackers
 from zephyr_train.preflight.architectures import KNOWN, Architecture, architecture_of, lora_target_problem
 from zephyr_train.preflight.launcher import Launch
 
@@ -141,8 +141,8 @@ def _length_rules(recipe: Recipe, name: str, arch: Architecture | None, report: 
 # --- data ----------------------------------------------------------------------------------------
 
 
-def _first_rows(path: Path, split: str) -> tuple[list[dict], list[str], int | None]:
-    """(first rows, columns, row count or None) of a local split, read without loading it whole."""
+def _first_rows(path: Path, split: str, limit: int = FIRST_ROWS) -> tuple[list[dict], list[str], int | None]:
+    """(first `limit` rows, columns, row count or None) of a local split, read without loading it whole."""
     if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
         import datasets
 
@@ -150,7 +150,7 @@ def _first_rows(path: Path, split: str) -> tuple[list[dict], list[str], int | No
         ds = loaded if isinstance(loaded, datasets.Dataset) else loaded[split] if split in loaded else None
         if ds is None:
             raise UserError(f"split {split!r} not in {path}; it has {', '.join(loaded)}")
-        return ds.select(range(min(FIRST_ROWS, len(ds)))).to_list(), ds.column_names, len(ds)
+        return ds.select(range(min(limit, len(ds)))).to_list(), ds.column_names, len(ds)
     if path.is_dir():
         files = sorted(f for f in path.iterdir() if f.stem == split and f.suffix in mixture.FILE_BUILDERS)
         if not files:
@@ -162,20 +162,20 @@ def _first_rows(path: Path, split: str) -> tuple[list[dict], list[str], int | No
         import pyarrow.parquet as pq
 
         pf = pq.ParquetFile(path)
-        rows = next(pf.iter_batches(batch_size=FIRST_ROWS)).to_pylist()
+        rows = next(pf.iter_batches(batch_size=limit)).to_pylist()
         return rows, pf.schema_arrow.names, pf.metadata.num_rows
     if path.suffix == ".jsonl":
         rows = []
         with path.open(encoding="utf-8") as handle:
             for line in handle:
-                if line.strip() and len(rows) < FIRST_ROWS:
+                if line.strip() and len(rows) < limit:
                     rows.append(json.loads(line))
         with path.open("rb") as handle:
             count = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 24), b""))
         return rows, list(rows[0]) if rows else [], count
     data = json.loads(path.read_text(encoding="utf-8"))
     data = data if isinstance(data, list) else next(iter(data.values()))
-    return data[:FIRST_ROWS], list(data[0]) if data else [], len(data)
+    return data[:limit], list(data[0]) if data else [], len(data)
 
 
 def _render_problem(messages: list[dict], template: str, needs_spans: bool) -> str | None:
@@ -315,11 +315,15 @@ def alternatives(arch: Architecture, recipe: Recipe, name: str, launch: Launch, 
         for micro in sorted({batch, *[b for b in (8, 4, 2, 1) if b < batch]}, reverse=True):
             est = memory.estimate(arch, recipe, name, setup, gpus, micro)
             if est.total <= memory_gib * memory.GIB:
-                accumulation = max(1, memory.global_batch(stage, hardware.gpus) // (micro * gpus))
-                change = "" if micro == batch and gpus == hardware.gpus else \
-                    f"{name}.per_device_train_batch_size={micro} {name}.gradient_accumulation_steps={accumulation} "
-                found.append(f"{change}with {setup.name} ({setup.source}) on {gpus} x {memory_gib:g} GiB: "
-                             f"{est.total / memory.GIB:.1f} GiB per GPU, global batch {micro * accumulation * gpus}")
+                meant = memory.global_batch(stage, intended.gpus_of(recipe) or hardware.gpus)  # on its GPUs
+                accumulation = max(1, meant // (micro * gpus))
+                change = [] if micro == batch and gpus == hardware.gpus else [
+                    f"{name}.per_device_train_batch_size={micro}", f"{name}.gradient_accumulation_steps={accumulation}"]
+                config = setup.source if setup.source != "<none>" else \
+                    "configs/single_gpu.yaml" if gpus == 1 else "configs/multi_gpu.yaml"
+                found.append(f"{setup.name} on {gpus} x {memory_gib:g} GiB: {est.total / memory.GIB:.1f} GiB per GPU, "
+                             f"global batch {micro * accumulation * gpus}:\n      "
+                             + intended.setup_flags(recipe, config, gpus, change, hardware.memory_gib))
                 break
         if len(found) == 2:
             break

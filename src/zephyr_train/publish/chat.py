@@ -48,7 +48,9 @@ def check_model_dir(model_dir: str | Path) -> Path:
 
 def load(model_dir: str | Path) -> tuple[Any, Any]:
     """(model, tokenizer) in eval mode; an adapter directory loads on the base it names."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from zephyr_train.publish import portable
 
     path = check_model_dir(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -59,7 +61,7 @@ def load(model_dir: str | Path) -> tuple[Any, Any]:
     import torch
 
     placement = {"device_map": "auto"} if torch.cuda.is_available() else {}
-    model = AutoModelForCausalLM.from_pretrained(path, dtype="auto", **placement)
+    model = portable.load_model(path, **placement)  # an adapter on its base, wherever the run folder is
     return model.eval(), tokenizer
 
 

@@ -25,7 +25,7 @@ from zephyr_train import run_files
 from zephyr_train.config.recipe import STAGES, Hub, Recipe, load_resolved
 from zephyr_train.config.secrets import scrub
 from zephyr_train.errors import UserError
-from zephyr_train.publish import model_card
+from zephyr_train.publish import model_card, portable
 from zephyr_train.run_files import RESOLVED_RECIPE
 
 # Local bookkeeping and resume state that has no place in a model repo (training_args.bin is a pickle).
@@ -88,7 +88,7 @@ def plan(recipe: Recipe, stage: str, stage_dir: Path, in_progress: int | None = 
                                     in_progress)
         return [Upload(repo, stage_dir, "model", str(card))]
     config = json.loads(adapter_config.read_text())
-    local_base = config.get("base_model_name_or_path") or recipe.model.name_or_path
+    local_base = portable.resolve_base(stage_dir, config.get("base_model_name_or_path") or recipe.model.name_or_path)
     config["base_model_name_or_path"] = base or local_base
     card = model_card.make_card(recipe, stage, repo, "adapter", base, local_base, summary, in_progress)
     uploads = [Upload(repo, stage_dir, "adapter", str(card), {"adapter_config.json": json.dumps(config, indent=2)
@@ -141,7 +141,7 @@ def push_stage(recipe: Recipe, stage: str, stage_dir: Path | None = None, api: A
     if recipe.hub is None:
         return True
     stage_dir = Path(stage_dir or recipe.stage_dir(stage))
-    again = f"push it later with: zephyr-train push {recipe.output_dir}"
+    again = f"push it later with: zephyr-train push {recipe.output_dir} --repo-id {recipe.hub.repo_id}"
     if offline():
         print(f"hub: HF_HUB_OFFLINE is set, {stage} not pushed; the result stays in {stage_dir}; {again}")
         return False

@@ -9,10 +9,12 @@ local or built-in model or dataset is named in the text instead).
 from __future__ import annotations
 
 import importlib.metadata
+from pathlib import Path
 from typing import Any
 
 from zephyr_train.config.recipe import Recipe, to_dict
 from zephyr_train.config.secrets import scrub
+from zephyr_train.data import builtin
 from zephyr_train.data.chat_template import resolve
 from zephyr_train.data.sources import is_hub_id
 from zephyr_train.eval.report_section import card_rows as eval_rows
@@ -51,7 +53,7 @@ zephyr-train (SFT then DPO over TRL, from one YAML recipe) the way
 import torch
 from transformers import pipeline
 
-pipe = pipeline("text-generation", model="{{ repo_id }}", torch_dtype=torch.bfloat16, device_map="auto")
+pipe = pipeline("text-generation", model="{{ local or repo_id }}", torch_dtype=torch.bfloat16, device_map="auto")
 messages = [
     {"role": "system", "content": "You are a friendly chatbot."},
     {"role": "user", "content": "How many helicopters can a human eat in one sitting?"},
@@ -61,7 +63,12 @@ outputs = pipe(prompt, max_new_tokens=256, do_sample=True, temperature=0.7, top_
 print(outputs[0]["generated_text"])
 ```
 {% if adapter %}
-The adapter loads on its base `{{ base or base_text }}`; `zephyr-train merge` turns it into a plain model.
+The adapter loads on its base `{{ base or base_text }}`{% if relative_base %}, a path relative to the run folder: load
+it from there (`cd` into the run folder, then `AutoPeftModelForCausalLM.from_pretrained("{{ stage }}")`), or use the
+merged model in `{{ stage }}/merged`{% endif %}; `zephyr-train merge` turns it into a plain model.
+{% endif %}{% if builtin %}
+**A built-in test model** (`{{ builtin }}`, randomly initialised, ~2M parameters): it exists to test the pipeline
+end to end on a CPU. Its answers are gibberish, as expected; only the figures' trends mean anything.
 {% endif %}
 Or in a terminal: `zephyr-train chat MODEL_DIR --system "You are a friendly chatbot."`.
 
@@ -172,8 +179,9 @@ def versions() -> list[tuple[str, str]]:
 
 
 def make_card(recipe: Recipe, stage: str, repo_id: str, kind: str, base: str | None, base_text: str,
-              summary: dict | None, in_progress: int | None = None) -> Any:
-    """The `ModelCard` for one push. `kind` is model, adapter or merged; `base` the base's Hub id, if any."""
+              summary: dict | None, in_progress: int | None = None, local: str | None = None) -> Any:
+    """The `ModelCard` for one push, or with `local` (the folder's path) for a run folder. `kind` is model,
+    adapter or merged; `base` the base's Hub id, if any; `base_text` how to name it otherwise."""
     from huggingface_hub import ModelCard, ModelCardData
 
     spec = recipe.stage(stage)
@@ -195,6 +203,8 @@ def make_card(recipe: Recipe, stage: str, repo_id: str, kind: str, base: str | N
         stage=stage, stage_title=STAGE_TITLES[stage], base=base, base_text=base_text, adapter=kind == "adapter",
         data=sources, chat_template=resolve(recipe.chat_template, recipe.source, recipe.model, download=True)[0],
         hyperparameters=trainer, lora=lora, results=results(summary) + eval_rows(recipe.output_dir, stage),
-        versions=versions(), in_progress=in_progress,
+        versions=versions(), in_progress=in_progress, local=local,
+        relative_base=not base and not Path(base_text).is_absolute() and not builtin.is_builtin(base_text),
+        builtin=recipe.model.name_or_path if builtin.is_builtin(recipe.model.name_or_path) else None,
     )
     return ModelCard(scrub(str(card)))

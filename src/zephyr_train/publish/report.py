@@ -21,6 +21,7 @@ from zephyr_train import run_files
 from zephyr_train.config.recipe import STAGES, load_resolved
 from zephyr_train.config.secrets import scrub
 from zephyr_train.eval import report_section as eval_report
+from zephyr_train.publish import report_curves
 from zephyr_train.run_files import LOG_HISTORY, REPORT, REPORT_FILES, RESOLVED_RECIPE
 
 FILES = REPORT_FILES
@@ -48,7 +49,9 @@ def history_of(stage_dir: Path) -> list[dict]:
     """The stage's log history: tracking's log file, else the newest trainer_state.json there is."""
     if (stage_dir / LOG_HISTORY).exists():
         return json.loads((stage_dir / LOG_HISTORY).read_text())
-    last = stage_dir.last_checkpoint(stage_dir)
+    from zephyr_train.train.stage_dir import last_checkpoint
+
+    last = last_checkpoint(stage_dir)
     for state in (stage_dir / "trainer_state.json", last / "trainer_state.json" if last else None):
         if state and state.exists():
             return json.loads(state.read_text()).get("log_history", [])
@@ -66,74 +69,6 @@ def read_stages(run_dir: Path) -> list[StageRun]:
             name, path, json.loads(summary_file.read_text()) if summary_file.exists() else None, history_of(path),
             scrub(resolved.read_text(encoding="utf-8")) if resolved.exists() else ""))
     return found
-
-
-# --- plots -------------------------------------------------------------------------------------------
-
-
-def series(history: list[dict], key: str) -> tuple[list, list]:
-    points = [(e["step"], e[key]) for e in history if isinstance(e.get(key), int | float) and "step" in e]
-    return [p[0] for p in points], [p[1] for p in points]
-
-
-def throughput(history: list[dict]) -> tuple[list, list]:
-    """Tokens per second between consecutive training logs (TRL logs cumulative num_tokens)."""
-    logs = [e for e in history if "num_tokens" in e and "time" in e and "loss" in e]
-    steps, rates = [], []
-    for prev, cur in zip(logs, logs[1:], strict=False):
-        if cur["time"] > prev["time"]:
-            steps.append(cur["step"])
-            rates.append((cur["num_tokens"] - prev["num_tokens"]) / (cur["time"] - prev["time"]))
-    return steps, rates
-
-
-# (file, title, y label, [(stage, history key, label)], kind): "line" for train logs, eval keys as markers
-PLOTS = [
-    ("sft_loss.png", "SFT loss", "loss", [("sft", "loss", "train"), ("sft", "eval_loss", "eval")]),
-    ("dpo_loss.png", "DPO loss", "loss", [("dpo", "loss", "train"), ("dpo", "eval_loss", "eval")]),
-    ("dpo_rewards.png", "DPO rewards", "reward", [
-        ("dpo", "rewards/chosen", "chosen"), ("dpo", "rewards/rejected", "rejected"),
-        ("dpo", "rewards/margins", "margin (chosen - rejected)"), ("dpo", "eval_rewards/margins", "eval margin")]),
-    ("dpo_accuracy.png", "DPO preference accuracy", "accuracy", [
-        ("dpo", "rewards/accuracies", "train"), ("dpo", "eval_rewards/accuracies", "eval")]),
-    ("learning_rate.png", "Learning rate", "learning rate", [
-        ("sft", "learning_rate", "SFT"), ("dpo", "learning_rate", "DPO")]),
-    ("throughput.png", "Throughput", "tokens / s", [("sft", "throughput", "SFT"), ("dpo", "throughput", "DPO")]),
-]
-
-
-def plot(stages: dict[str, StageRun], out: Path) -> list[tuple[str, str]]:
-    """Every plot with at least one point, as (file name relative to the report, title)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    made = []
-    for name, title, ylabel, lines in PLOTS:
-        fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
-        drawn = 0
-        for stage, key, label in lines:
-            if stage not in stages:
-                continue
-            history = stages[stage].history
-            xs, ys = throughput(history) if key == "throughput" else series(history, key)
-            if xs:
-                eval_key = key.startswith("eval_")
-                ax.plot(xs, ys, marker="o" if eval_key or len(xs) < 3 else None, linestyle="--" if eval_key else "-",
-                        label=label)
-                drawn += 1
-        if drawn:
-            ax.set(title=title, xlabel="step", ylabel=ylabel)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-            fig.tight_layout()
-            fig.savefig(out / name)
-            made.append((f"{FILES}/{name}", title))
-        plt.close(fig)
-    return made
 
 
 # --- sample answers ------------------------------------------------------------------------------------
@@ -209,6 +144,7 @@ td.answer{white-space:pre-wrap;font-family:ui-monospace,Menlo,monospace;font-siz
 pre{background:#fff;border-radius:8px;padding:12px;overflow:auto;font-size:12px;box-shadow:0 1px 2px #0002}
 .status{display:inline-block;padding:2px 8px;border-radius:10px;font-size:12px;background:#e4f4e8;color:#17652b}
 .status.open{background:#fff4d6;color:#7a5500}.muted{color:#5b6475;font-size:13px}
+.note{background:#fff4d6;border-radius:8px;padding:10px 14px;font-size:14px}
 """
 
 
@@ -228,6 +164,8 @@ def tiles(stages: list[StageRun]) -> list[tuple[str, str]]:
         out.append((f"{label} train loss", f"{fmt(s.get('train_loss_first'))} → {fmt(s.get('train_loss_last'))}"))
         if s.get("eval_loss") is not None:
             out.append((f"{label} eval loss", fmt(s["eval_loss"])))
+        if s.get("tokens_per_second") is not None:
+            out.append((f"{label} tokens/s (loss-carrying)", f"{s['tokens_per_second']:,.0f}"))
         before, after = s.get("held_out_before") or {}, s.get("held_out_after") or {}
         if after.get("accuracy") is not None:
             out.append(("held-out preference accuracy", f"{fmt(before.get('accuracy'))} → {fmt(after['accuracy'])}"))
@@ -257,40 +195,123 @@ def table(head: list[str], rows: list[list[Any]], answer_cols: int = 0) -> str:
     return f"<table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def render(run_dir: Path, stages: list[StageRun], plots: list[tuple[str, str]], prompts: list[str],
-           columns: dict[str, list[str]]) -> str:
+def stage_recipe(text: str, stage: str) -> str:
+    """The resolved recipe as it concerns one stage: the shared keys and that stage's section only."""
+    import yaml
+
+    data = yaml.safe_load(text) or {}
+    others = [name for name in STAGES if name != stage]
+    return yaml.safe_dump({k: v for k, v in data.items() if k not in others}, sort_keys=False, allow_unicode=True)
+
+
+def header(run_dir: Path, stages: list[StageRun], run: dict) -> str:
     esc = html.escape
     status = "".join(f"<span class='status{'' if s.summary else ' open'}'>{esc(s.name)}: {esc(s.status)}</span> "
                      for s in stages)
-    parts = [f"<header><h1>zephyr-train run report</h1><p>{esc(str(run_dir.resolve()))} · written "
-             f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}</p></header><main>", f"<p>{status}</p>"]
-    figures = tiles(stages)
-    if figures:
-        parts.append("<h2>Results</h2><div class=tiles>" + "".join(
-            f"<div class=tile><b>{esc(v)}</b><span>{esc(k)}</span></div>" for k, v in figures) + "</div>")
-    parts.append("<h2>Sample answers to held-out prompts</h2>")
-    if columns:
-        rows = [[p, *(column[i] for column in columns.values())] for i, p in enumerate(prompts)]
-        parts.append(f"<p class=muted>Greedy decoding with repetition penalty {REPETITION_PENALTY}, "
-                     f"at most {MAX_NEW_TOKENS} new tokens, Zephyr chat template, "
-                     "no system prompt.</p>" + table(["prompt", *columns], rows, answer_cols=len(columns)))
-    else:
-        parts.append("<p class=muted>None yet: no finished model, no held-out split in the recipe, or skipped "
-                     "(--no-samples).</p>")
-    parts.append(eval_report.html_section(run_dir, FILES))
-    parts.append("<h2>Curves</h2>")
-    parts.append("<div class=plots>" + "".join(
-        f"<figure><img src='{esc(src)}' alt='{esc(title)}'></figure>" for src, title in plots) + "</div>"
-        if plots else "<p class=muted>Nothing logged yet.</p>")
-    parts.append("<h2>Data</h2>" + table(["stage", "dataset", "split", "rows", "used", "dropped (reason: rows)",
-                                          "train rows removed (prompt in eval set)"], data_rows(stages)))
+    return (f"<header><h1>zephyr-train run report</h1><p>{esc(str(run_dir.resolve()))} · written "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}</p></header><main><p>{status}</p>")
+
+
+def builtin_note(stages: list[StageRun]) -> str:
     for stage in stages:
-        if stage.recipe_text:
-            parts.append(f"<h2>Resolved recipe ({esc(stage.name)})</h2><pre>{esc(stage.recipe_text)}</pre>")
-            break  # each stage records the whole recipe; the last stage's would repeat it
+        model = (load_resolved_text(stage).get("model") or {}).get("name_or_path", "")
+        if str(model).startswith("builtin:"):
+            return (f"<p class=note>The base model is <b>{html.escape(model)}</b>, a built-in test model (random "
+                    "initialisation, ~2M parameters, trained for minutes on a CPU): the pipeline and the figures' "
+                    "trends are what it tests. Its answers below are gibberish, as expected.</p>")
+    return ""
+
+
+def load_resolved_text(stage: StageRun) -> dict:
+    import yaml
+
+    return (yaml.safe_load(stage.recipe_text) or {}) if stage.recipe_text else {}
+
+
+def results_section(run_dir: Path, stages: list[StageRun], run: dict) -> str:
+    esc, figures = html.escape, tiles(stages)
+    if not figures:
+        return ""
+    return "<h2>Results</h2><div class=tiles>" + "".join(
+        f"<div class=tile><b>{esc(v)}</b><span>{esc(k)}</span></div>" for k, v in figures) + "</div>"
+
+
+def models_section(run_dir: Path, stages: list[StageRun], run: dict) -> str:
+    """Links to each stage's folder, its model card and (LoRA) merged model, relative to the report."""
+    rows = []
+    for stage in stages:
+        links = [f"<a href='{stage.name}/'>{stage.name}/</a>"]
+        for rel, what in (("README.md", "model card"), ("merged/", "merged model"), ("summary.json", "summary")):
+            if (stage.path / rel).exists():
+                links.append(f"<a href='{stage.name}/{rel}'>{what}</a>")
+        final = " (final model)" if run.get("final_model") and Path(run["final_model"]).name == stage.name else ""
+        rows.append(f"<li>{html.escape(stage.name)}{final}: {' · '.join(links)}</li>")
+    return "<h2>Models</h2><ul>" + "".join(rows) + "</ul>"
+
+
+def provenance_section(run_dir: Path, stages: list[StageRun], run: dict) -> str:
+    made = run.get("provenance")
+    if not made:
+        return ("<h2>Provenance</h2><p class=muted>Not recorded: this folder has no run summary.json "
+                "(a single stage, or a run still going); `zephyr-train env` prints this machine's versions.</p>")
+    rows = [["command", made.get("command")], ["git commit", made.get("git_commit") or "not a git checkout"],
+            ["total wall time (s)", made.get("wall_time_s")], ["python", made.get("python")],
+            *[[name, version] for name, version in (made.get("versions") or {}).items()]]
+    return "<h2>Provenance</h2>" + table(["", "value"], rows)
+
+
+def samples_section(prompts: list[str], columns: dict[str, list[str]]) -> str:
+    if not columns:
+        return ("<h2>Sample answers to held-out prompts</h2><p class=muted>None yet: no finished model, no held-out "
+                "split in the recipe, or skipped (--no-samples).</p>")
+    rows = [[p, *(column[i] for column in columns.values())] for i, p in enumerate(prompts)]
+    return (f"<h2>Sample answers to held-out prompts</h2><p class=muted>Greedy decoding with repetition penalty "
+            f"{REPETITION_PENALTY}, at most {MAX_NEW_TOKENS} new tokens, Zephyr chat template, no system prompt.</p>"
+            + table(["prompt", *columns], rows, answer_cols=len(columns)))
+
+
+def curves_section(plots: list[tuple[str, str]]) -> str:
+    esc = html.escape
+    if not plots:
+        return "<h2>Curves</h2><p class=muted>Nothing logged yet.</p>"
+    return ("<h2>Curves</h2><p class=muted>Each stage on its own axes; points marked summary.json are the figures "
+            "of the tiles above.</p><div class=plots>" + "".join(
+                f"<figure><img src='{esc(src)}' alt='{esc(title)}'></figure>" for src, title in plots) + "</div>")
+
+
+def data_section(run_dir: Path, stages: list[StageRun], run: dict) -> str:
+    return "<h2>Data</h2>" + table(["stage", "dataset", "split", "rows", "used", "dropped (reason: rows)",
+                                    "train rows removed (prompt in eval set)"], data_rows(stages))
+
+
+def recipes_section(run_dir: Path, stages: list[StageRun], run: dict) -> str:
+    esc = html.escape
+    return "".join(f"<h2>Resolved recipe ({esc(s.name)})</h2><pre>{esc(stage_recipe(s.recipe_text, s.name))}</pre>"
+                   for s in stages if s.recipe_text)
+
+
+# The page after its header, in order: each a function (run_dir, stages, run summary) -> HTML. Another
+# section (an evaluation, say) is one more entry here.
+def evaluation_section(run_dir: Path, stages: list[StageRun], run: dict) -> str:
+    """The run's eval stage (MT-Bench, AlpacaEval, lm-eval), SFT and final side by side; empty without one."""
+    return eval_report.html_section(run_dir, FILES)
+
+
+SECTIONS = [results_section, evaluation_section, models_section, data_section, provenance_section, recipes_section]
+
+
+def render(run_dir: Path, stages: list[StageRun], plots: list[tuple[str, str]], prompts: list[str],
+           columns: dict[str, list[str]], run: dict | None = None) -> str:
+    run = run or {}
+    parts = [header(run_dir, stages, run), builtin_note(stages)]
+    for section in SECTIONS:
+        parts.append(section(run_dir, stages, run))
+        if section is results_section:
+            parts += [samples_section(prompts, columns), curves_section(plots)]
     parts.append("</main>")
     return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>zephyr-train report: "
-            f"{esc(run_dir.resolve().name)}</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
+            f"{html.escape(run_dir.resolve().name)}</title><style>{CSS}</style></head><body>{''.join(parts)}"
+            "</body></html>")
 
 
 def write_report(run_dir: str | Path, samples: bool = True) -> Path:
@@ -303,8 +324,13 @@ def write_report(run_dir: str | Path, samples: bool = True) -> Path:
         raise UserError(f"{run_dir} holds no sft/ or dpo/ stage directory; give the output_dir of a run")
     files = run_dir / FILES
     files.mkdir(parents=True, exist_ok=True)
-    plots = plot({s.name: s for s in stages}, files)
+    data = report_curves.curves({s.name: s for s in stages})
+    # the plotted numbers, for anyone (and the tests) to compare with summary.json
+    (files / "curves.json").write_text(json.dumps(data, indent=1))
+    plots = [(f"{FILES}/{name}", title) for name, title in report_curves.plot(data, files)]
     prompts, columns = sample_answers(stages) if samples else ([], {})
+    run_summary = run_dir / run_files.SUMMARY
+    run = json.loads(run_summary.read_text()) if run_summary.exists() else {}
     path = run_dir / REPORT
-    path.write_text(scrub(render(run_dir, stages, plots, prompts, columns)), encoding="utf-8")
+    path.write_text(scrub(render(run_dir, stages, plots, prompts, columns, run)), encoding="utf-8")
     return path

@@ -18,7 +18,7 @@ from zephyr_train import run_files
 from zephyr_train.config.recipe import Recipe
 from zephyr_train.data import chat_template, mixture
 from zephyr_train.errors import UserError
-from zephyr_train.train import merge, modeling, tracking
+from zephyr_train.train import console, merge, modeling, tracking
 from zephyr_train.train import stage_dir as stage
 from zephyr_train.train.patches import prompt_length
 from zephyr_train.train.results import headline
@@ -158,6 +158,7 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
     dropped.update(lengths)
     stage.log_dropped(start, lengths, 0)
 
+    console.attach(trainer, "dpo", train, evaluation, dropped, location, start.resume)  # banner, bars, log lines
     # 5. Held-out figures before, train, after; save.
     before = held_out(trainer) if evaluation is not None and start.resume is None else {}
     started = time.perf_counter()

@@ -52,7 +52,10 @@ def merge_command(adapter_dir: str, out: str, dtype: str, base: str | None = Non
     config = Path(adapter_dir) / "adapter_config.json"
     if not config.exists():
         raise UserError(f"{adapter_dir} holds no adapter_config.json; give a LoRA adapter directory")
-    base = base or json.loads(config.read_text()).get("base_model_name_or_path")
+    if not base:
+        from zephyr_train.publish.portable import resolve_base
+
+        base = resolve_base(Path(adapter_dir), json.loads(config.read_text()).get("base_model_name_or_path") or "")
     if not base:
         raise UserError(f"{config} names no base model; pass --base MODEL")
     target = Path(out)

@@ -9,12 +9,14 @@ directory holding files zephyr-train did not make is never cleared without `--fo
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 from zephyr_train import run_files
 from zephyr_train.config.recipe import Recipe, fingerprint
 from zephyr_train.errors import UserError
+from zephyr_train.preflight import environment
 from zephyr_train.train import stage_dir
 from zephyr_train.train.results import headline
 
@@ -23,8 +25,11 @@ def run_stage(recipe: Recipe, kind: str, overrides: list[str] = (), overwrite: b
     """One stage, then its publication: the stage trains and saves, the Hub push happens here, after it
     (and checkpoint pushes through the callbacks handed in). Returns the stage's summary ({} off the main
     process)."""
-    from zephyr_train.publish import hub
+    from zephyr_train.publish import hub, portable
+    from zephyr_train.train import console
 
+    quant = recipe.model.quantization
+    console.quiet_libraries(bool(quant and (quant.load_in_4bit or quant.load_in_8bit)))
     if kind == "sft":
         from zephyr_train.train.sft import run_sft as runner
     else:
@@ -32,11 +37,13 @@ def run_stage(recipe: Recipe, kind: str, overrides: list[str] = (), overwrite: b
     out = recipe.stage_dir(kind)
     result = runner(recipe, overrides, overwrite=overwrite, callbacks=hub.save_callbacks(recipe, kind, out))
     if result:
+        portable.finish_stage(recipe, kind, out)  # portable base references, the project's card in the folder
         hub.push_stage(recipe, kind, out)
     return result
 
 
 def run_pipeline(recipe: Recipe, overrides: list[str] = (), force: bool = False) -> dict[str, Any]:
+    started = time.time()
     stages = [stage.kind for stage in recipe.stages]
     if not stages:
         raise UserError(f"{recipe.source}: no sft or dpo section; nothing to run")
@@ -60,7 +67,8 @@ def run_pipeline(recipe: Recipe, overrides: list[str] = (), force: bool = False)
     last = results[stages[-1]]
     final = Path(last.get("merged_model_dir") or last["model_dir"])
     summary = {"stages": results, "final_model": str(final),
-               "final_adapter": last["model_dir"] if last.get("adapter") else None}
+               "final_adapter": last["model_dir"] if last.get("adapter") else None,
+               "provenance": environment.provenance(started)}
     if recipe.eval is not None:  # the last stage: the SFT and final models on the recipe's benchmarks
         summary["eval"] = eval_stage.run_eval_stage(recipe, results, force)
     Path(recipe.output_dir).mkdir(parents=True, exist_ok=True)
@@ -72,4 +80,27 @@ def run_pipeline(recipe: Recipe, overrides: list[str] = (), force: bool = False)
     for name, result in results.items():
         print(f"  {name}: {headline(result)}")
     print(f"report: {report}")
+    print(next_commands(recipe, final, summary["final_adapter"]))
     return summary
+
+
+def next_commands(recipe: Recipe, final: Path, adapter: str | None = None) -> str:
+    """What to do with a finished run, each command ready to paste (paths as this run wrote them)."""
+    run = Path(recipe.output_dir)
+    push = f"zephyr-train push {run}" + ("" if recipe.hub else " --repo-id YOUR_NAME/MODEL")
+    lines = ["", "next:",
+             f"  zephyr-train chat {final} --prompt \"What is DPO?\"    # talk to the final model",
+             f"  zephyr-train report {run}                                # rewrite the report (also mid-run)",
+             f"  {push}    # publish every stage with its card",
+             f"  zephyr-train demo {run}                                  # SFT and final side by side in the browser",
+             f"  zephyr-train export {run} --gguf {run}/model.gguf --quant q8_0    # for llama.cpp, LM Studio, Ollama",
+             f"  zephyr-train eval {final} --bench mt-bench --out {run}/eval/mt-bench --judge-model gpt-4o "
+             "--judge-prompts judge_prompts.jsonl    # MT-Bench (needs OPENAI_API_KEY)",
+             f"  python -c \"from transformers import pipeline; p = pipeline('text-generation', model='{final}'); "
+             "print(p('Hello', max_new_tokens=20)[0]['generated_text'])\"    # load it anywhere"]
+    if adapter:
+        lines.append(f"  zephyr-train merge {adapter} --out {run}/export    # export: the adapter merged, any dtype")
+    if recipe.model.name_or_path.startswith("builtin:"):
+        lines.append(f"  (the built-in model {recipe.model.name_or_path} is a random-init test model: its answers "
+                     "are gibberish by design)")
+    return "\n".join(lines)

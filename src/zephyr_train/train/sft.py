@@ -17,7 +17,7 @@ from zephyr_train import run_files
 from zephyr_train.config.recipe import Recipe
 from zephyr_train.data import chat_template, mixture
 from zephyr_train.errors import UserError
-from zephyr_train.train import modeling, tracking
+from zephyr_train.train import console, modeling, tracking
 from zephyr_train.train import stage_dir as stage
 from zephyr_train.train.patches import lm_head, packing
 
@@ -96,6 +96,7 @@ def run_sft(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
     if lm_head.needs_dense_head(trainer.args.device):
         lm_head.use_dense_lm_head(trainer.model.get_base_model() if spec.lora else trainer.model)
 
+    console.attach(trainer, "sft", train, evaluation, dropped, recipe.model.name_or_path, start.resume)  # banner etc.
     # 5. Train, evaluate, save.
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(start.resume) if start.resume else None)
