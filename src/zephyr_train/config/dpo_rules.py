@@ -13,14 +13,14 @@ import ast
 from functools import cache
 from typing import Any
 
-from zephyr_train.config.trainer_fields import TRAINER_MODULES, _module_file, trainer_fields
+from zephyr_train.config.trainer_fields import TRAINER_MODULES, module_file, trainer_fields
 from zephyr_train.errors import UserError
 
 
 @cache
 def f_divergence_losses() -> frozenset[str]:
     """`f_divergence_loss_types` as DPOTrainer defines it."""
-    tree = ast.parse(_module_file(TRAINER_MODULES["dpo"]).read_text(encoding="utf-8"))
+    tree = ast.parse(module_file(TRAINER_MODULES["dpo"]).read_text(encoding="utf-8"))
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "f_divergence_loss_types":
             return frozenset(ast.literal_eval(node.value))

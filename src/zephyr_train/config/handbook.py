@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from zephyr_train.config.recipe import apply_override, build_recipe, read_yaml
+from zephyr_train.config.recipe import RENAMED_FIELDS, apply_override, build_recipe, read_yaml
 from zephyr_train.data.chat_template import ZEPHYR
 from zephyr_train.errors import UserError
 
@@ -26,9 +26,6 @@ QUANT_KEYS = {"load_in_4bit": "load_in_4bit", "load_in_8bit": "load_in_8bit",
 LORA_KEYS = {"lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "lora_target_modules": "target_modules",
              "lora_modules_to_save": "modules_to_save",
              "use_dora": "use_dora", "use_rslora": "use_rslora"}  # PEFT LoraConfig fields, same names
-# Trainer keys from older TRL/transformers releases, with the field that means the same today.
-OBSOLETE = {"max_seq_length": "max_length", "evaluation_strategy": "eval_strategy",
-            "warmup_ratio": "warmup_steps", "preprocessing_num_workers": "dataset_num_proc"}
 # Keys with no effect here: the handbook's own plumbing or settings TRL 1.16 dropped.
 IGNORED = {"overwrite_output_dir", "dataset_configs", "truncation_side", "auto_insert_empty_system_msg", "use_peft",
            "text_column", "lora_task_type", "bnb_4bit_compute_dtype"}
@@ -38,7 +35,7 @@ def renders_like_zephyr(template: str) -> bool:
     """Whether `template` is the public Zephyr one, spelled however: same text for a probe conversation."""
     from jinja2 import TemplateError
 
-    from zephyr_train.preflight.check import render
+    from zephyr_train.data.chat_template import render
 
     probe = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"},
              {"role": "assistant", "content": "A"}, {"role": "user", "content": "V"}]
@@ -135,9 +132,9 @@ def to_recipe(raw: dict, stage: str, source: str) -> tuple[dict, list[str]]:
         warnings.append(f"{source}: its chat_template has no {{% generation %}} markers; training on whole "
                         "conversations (assistant_only_loss=false), as the handbook did")
     for key in list(raw):
-        if key in OBSOLETE:
-            warnings.append(f"{source}: {key} is now {OBSOLETE[key]}; read as {OBSOLETE[key]}")
-            raw[OBSOLETE[key]] = raw.pop(key)
+        if key in RENAMED_FIELDS:
+            warnings.append(f"{source}: {key} is now {RENAMED_FIELDS[key]}; read as {RENAMED_FIELDS[key]}")
+            raw[RENAMED_FIELDS[key]] = raw.pop(key)
         elif key in IGNORED or (key == "max_prompt_length" and stage != "dpo"):
             warnings.append(f"{source}: {key} has no effect with TRL 1.16 here; ignored")
             raw.pop(key)

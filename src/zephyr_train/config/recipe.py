@@ -224,13 +224,16 @@ def apply_override(raw: dict, item: str, source: Path | str) -> None:
 
 
 # Keys that older TRL/transformers releases (and the public recipes) use, with today's spelling.
-RENAMED = {
-    "warmup_ratio": "warmup_steps (a value below 1 is a ratio of the total steps)",
+# Trainer fields that older TRL/transformers releases spelled otherwise: the one table of renamed keys
+# (a recipe names the new key in its error; a handbook config is read with the new key and a warning).
+RENAMED_FIELDS = {
+    "warmup_ratio": "warmup_steps",  # transformers 5: a value below 1 is a ratio of the total steps
     "max_seq_length": "max_length",
     "evaluation_strategy": "eval_strategy",
-    "torch_dtype": "model.dtype",
-    "model_name_or_path": "model.name_or_path",
+    "preprocessing_num_workers": "dataset_num_proc",
 }
+RENAMED = {**RENAMED_FIELDS, "warmup_ratio": "warmup_steps (a value below 1 is a ratio of the total steps)",
+           "torch_dtype": "model.dtype", "model_name_or_path": "model.name_or_path"}
 
 
 def _unknown(source: str, where: str, key: str, valid: list[str]) -> UserError:
@@ -242,7 +245,7 @@ def _unknown(source: str, where: str, key: str, valid: list[str]) -> UserError:
     return UserError(f"{source}: unknown key '{where}{key}'; {hint}")
 
 
-def _build(cls: type, raw: Any, source: str, where: str) -> Any:
+def build_section(cls: type, raw: Any, source: str, where: str) -> Any:
     """A dataclass from a mapping, each value coerced to the field's annotated type."""
     if not isinstance(raw, dict):
         raise UserError(f"{source}: {where.rstrip('.')} must be a mapping of keys, got {raw!r}")
@@ -256,7 +259,7 @@ def _build(cls: type, raw: Any, source: str, where: str) -> Any:
             annotation.split(" |")[0]
         )
         if nested and value is not None:
-            values[key] = _build(nested, value, source, f"{where}{key}.")
+            values[key] = build_section(nested, value, source, f"{where}{key}.")
             continue
         try:
             values[key] = coerce(value, annotation)
@@ -287,9 +290,9 @@ def _build_stage(name: str, raw: Any, source: str) -> Stage:
     datasets = raw.get("datasets") or []
     if not isinstance(datasets, list) or not datasets:
         raise UserError(f"{source}: {name}.datasets must list at least one dataset (path, split, weight)")
-    stage.datasets = [_build(DatasetSpec, d, source, f"{name}.datasets[{i}].") for i, d in enumerate(datasets)]
+    stage.datasets = [build_section(DatasetSpec, d, source, f"{name}.datasets[{i}].") for i, d in enumerate(datasets)]
     if raw.get("eval") is not None:
-        stage.eval = _build(EvalSpec, raw["eval"], source, f"{name}.eval.")
+        stage.eval = build_section(EvalSpec, raw["eval"], source, f"{name}.eval.")
     if raw.get("lora") is not None:
         stage.lora = build_lora(raw["lora"], source, f"{name}.lora.")  # every PEFT LoraConfig field
     if raw.get("max_prompt_length") is not None:
@@ -307,7 +310,7 @@ def build_recipe(raw: dict, source: str) -> Recipe:
             raise _unknown(source, "", str(key), sorted(top))
     if not isinstance(raw.get("model"), dict) or not raw["model"].get("name_or_path"):
         raise UserError(f"{source}: model.name_or_path is required (a Hub id, a local path or builtin:tiny-mistral)")
-    recipe = Recipe(model=_build(ModelSpec, raw["model"], source, "model."), source=source)
+    recipe = Recipe(model=build_section(ModelSpec, raw["model"], source, "model."), source=source)
     for key in ("chat_template", "output_dir"):
         if raw.get(key) is not None:
             if not isinstance(raw[key], str):
@@ -317,7 +320,7 @@ def build_recipe(raw: dict, source: str) -> Recipe:
         if raw.get(name) is not None:
             setattr(recipe, name, _build_stage(name, raw[name], source))
     if raw.get("hub") is not None:
-        recipe.hub = _build(Hub, raw["hub"], source, "hub.")
+        recipe.hub = build_section(Hub, raw["hub"], source, "hub.")
     if "eval" in raw:
         recipe.eval = build_evaluation(raw["eval"], source, [s.kind for s in recipe.stages])
     recipe.launch = raw.get("launch")

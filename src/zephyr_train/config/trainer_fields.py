@@ -47,16 +47,16 @@ class Field:
     computed: bool = False  # the default is an expression (`default=default_optim`, which depends on torch)
 
 
-def _package_dir(package: str) -> Path:
+def package_dir(package: str) -> Path:
     spec = importlib.util.find_spec(package)  # finds, does not import
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(f"{package} is not installed; run `make install`")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def _module_file(module: str) -> Path:
+def module_file(module: str) -> Path:
     package, _, rest = module.partition(".")
-    path = _package_dir(package).joinpath(*rest.split(".")) if rest else _package_dir(package)
+    path = package_dir(package).joinpath(*rest.split(".")) if rest else package_dir(package)
     return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
 
 
@@ -124,7 +124,7 @@ def _enum_values(module: str, tree: ast.Module, name: str) -> tuple[str, ...] | 
     """String members of the enum class `name` as imported in `module` (e.g. transformers' SchedulerType)."""
     found = _resolve_import(module, tree, name) or module
     try:
-        source = ast.parse(_module_file(found).read_text(encoding="utf-8"))
+        source = ast.parse(module_file(found).read_text(encoding="utf-8"))
     except (OSError, ModuleNotFoundError):
         return None
     cls = next((n for n in source.body if isinstance(n, ast.ClassDef) and n.name == name), None)
@@ -165,7 +165,7 @@ def _post_init(module: str, tree: ast.Module, cls: ast.ClassDef, fields: dict[st
 def _item_choices(module: str, fields: dict[str, Field]) -> None:
     """For list fields without choices: the string constants the trainer compares an item with
     (`for loss_type in self.loss_types: if loss_type == "sigmoid": ...`)."""
-    tree = ast.parse(_module_file(module).read_text(encoding="utf-8"))
+    tree = ast.parse(module_file(module).read_text(encoding="utf-8"))
     seen: dict[str, list[str]] = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.Compare) and isinstance(node.left, ast.Name) and len(node.ops) == 1 \
@@ -178,9 +178,9 @@ def _item_choices(module: str, fields: dict[str, Field]) -> None:
             fields[name] = dataclasses.replace(field, item_choices=tuple(seen[name]))
 
 
-def _class_fields(module: str, class_name: str) -> dict[str, Field]:
+def class_fields(module: str, class_name: str) -> dict[str, Field]:
     try:
-        tree = ast.parse(_module_file(module).read_text(encoding="utf-8"))
+        tree = ast.parse(module_file(module).read_text(encoding="utf-8"))
     except (OSError, ModuleNotFoundError):
         return {}  # a base outside the dataclass hierarchy (e.g. PEFT's PushToHubMixin)
     cls = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name), None)
@@ -191,7 +191,7 @@ def _class_fields(module: str, class_name: str) -> dict[str, Field]:
         base_name = ast.unparse(base)
         base_module = _resolve_import(module, tree, base_name) or module
         base_module = _REEXPORTS.get((base_module, base_name), base_module)
-        fields.update(_class_fields(base_module, base_name))
+        fields.update(class_fields(base_module, base_name))
     for stmt in cls.body:
         if isinstance(stmt, ast.AnnAssign) and (f := _field_from(stmt)):
             if f.name in fields and f.choices is None:  # a redeclared field keeps what its base's post-init does
@@ -204,14 +204,14 @@ def _class_fields(module: str, class_name: str) -> dict[str, Field]:
 
 def dataclass_fields(module: str, class_name: str) -> dict[str, Field]:
     """The fields of any installed dataclass, read from its source (e.g. `peft.tuners.lora.config`, `LoraConfig`)."""
-    return _class_fields(module, class_name)
+    return class_fields(module, class_name)
 
 
 @cache
 def trainer_fields(stage: str) -> dict[str, Field]:
     """All dataclass fields of the trainer config used by `stage` ("sft" or "dpo")."""
     package, module, class_name = TRAINER_CONFIGS[stage]
-    fields = _class_fields(f"{package}.{module}", class_name)
+    fields = class_fields(f"{package}.{module}", class_name)
     _item_choices(TRAINER_MODULES[stage], fields)
     return fields
 

@@ -45,9 +45,9 @@ _TWIN = "_training"
 def trl_templates() -> dict[str, Path]:
     """TRL's shipped chat templates by family name (`llama3`, `qwen2_5`, ...), read from its package
     directory without importing it; `<name>_training.jinja` beside one is its training twin."""
-    from zephyr_train.config.trainer_fields import _package_dir
+    from zephyr_train.config.trainer_fields import package_dir
 
-    folder = _package_dir("trl") / "chat_templates"
+    folder = package_dir("trl") / "chat_templates"
     return {p.stem: p for p in sorted(folder.glob("*.jinja")) if not p.stem.endswith(_TWIN)}
 
 
@@ -67,10 +67,10 @@ PROBE = [{"role": "system", "content": "S0"}, {"role": "user", "content": "U1"},
          {"role": "user", "content": "U2"}, {"role": "assistant", "content": "A2"}]
 
 
-def _render(template: str, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
+def render(template: str, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
     """Text of `messages` and its `{% generation %}` spans, rendered as transformers renders templates (its
     `raise_exception` and `strftime_now` helpers included: gpt-oss dates its system prompt), without
-    importing transformers. `preflight.check.render` is the same minus those helpers."""
+    importing transformers: `check` shows and checks the trained spans of a recipe's first rows with it."""
     import datetime
 
     from jinja2 import nodes
@@ -116,8 +116,8 @@ def twin_renders_alike(inference: str, training: str) -> bool:
         return True
     for messages in (PROBE, PROBE[1:]):  # Gemma's templates raise on a system turn: the same without it
         try:
-            text, _ = _render(inference, messages)
-            twin, spans = _render(training, messages)
+            text, _ = render(inference, messages)
+            twin, spans = render(training, messages)
         except Exception:  # noqa: BLE001 - any template error means this probe cannot be rendered
             continue
         trained = "".join(twin[a:b] for a, b in spans)

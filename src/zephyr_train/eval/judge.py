@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from zephyr_train.config.recipe import scrub
+from zephyr_train.config.secrets import scrub
 from zephyr_train.errors import UserError
 
 KEY_ENV = "OPENAI_API_KEY"

@@ -141,7 +141,7 @@ def _length_rules(recipe: Recipe, name: str, arch: Architecture | None, report: 
 # --- data ----------------------------------------------------------------------------------------
 
 
-def _first_rows(path: Path, split: str, limit: int = FIRST_ROWS) -> tuple[list[dict], list[str], int | None]:
+def first_rows(path: Path, split: str, limit: int = FIRST_ROWS) -> tuple[list[dict], list[str], int | None]:
     """(first `limit` rows, columns, row count or None) of a local split, read without loading it whole."""
     if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
         import datasets
@@ -182,7 +182,7 @@ def _render_problem(messages: list[dict], template: str, needs_spans: bool) -> s
     """Why `messages` does not render well with `template`, or None."""
     if template is None:  # chat_template auto with a tokenizer not yet downloaded: checked when the stage starts
         return None
-    text, spans = render(template, messages)
+    text, spans = chat_template.render(template, messages)
     for message in messages:
         if message["content"] not in text:
             return f"render: a {message['role']} message does not appear in the rendered text"
@@ -213,7 +213,7 @@ def check_data(recipe: Recipe, name: str, report: Report) -> dict[str, int | Non
                                 f"data only){f'; {count:,} rows published' if count else ''}")
             continue
         try:
-            first, columns, count = _first_rows(path, spec.split)
+            first, columns, count = first_rows(path, spec.split)
         except (UserError, ValueError, OSError, IndexError, StopIteration) as err:
             report.errors.append(f"{where}: cannot read split {spec.split!r} of {spec.path}: {err}")
             continue
@@ -235,7 +235,7 @@ def check_data(recipe: Recipe, name: str, report: Report) -> dict[str, int | Non
                                    f"({dropped[0]})")
         if stage.eval is not None and stage.eval.split:
             try:
-                _first_rows(path, stage.eval.split)
+                first_rows(path, stage.eval.split)
             except (UserError, ValueError, OSError, IndexError, StopIteration) as err:
                 report.errors.append(f"{where}: no eval split {stage.eval.split!r} ({err}); set {name}.eval.split "
                                      f"to one it has, or {name}.eval.fraction to carve one from train")
@@ -255,39 +255,6 @@ def _row_problem(name: str, row: dict, training: str, inference: str, stage: Any
     context = row["chosen"][:-1] or [{"role": "user", "content": row["prompt"]}]
     return mixture.conversation_problem(context + row["chosen"][-1:]) or \
         _render_problem(context + row["chosen"][-1:], inference, False)
-
-
-def render(template: str, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
-    """Text of `messages` rendered as transformers renders chat templates, and its generation spans."""
-    from jinja2 import nodes
-    from jinja2.ext import Extension, loopcontrols
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    start, end = "\x02", "\x03"
-
-    class Generation(Extension):
-        tags = {"generation"}
-
-        def parse(self, parser: Any) -> Any:
-            lineno = next(parser.stream).lineno
-            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-            return nodes.CallBlock(self.call_method("_mark"), [], [], body).set_lineno(lineno)
-
-        def _mark(self, caller: Any) -> str:
-            return start + caller() + end
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[Generation, loopcontrols])
-    marked = env.from_string(template).render(messages=messages, bos_token="<s>", eos_token="</s>",
-                                              add_generation_prompt=False)
-    text, spans, begin = "", [], 0
-    for char in marked:
-        if char == start:
-            begin = len(text)
-        elif char == end:
-            spans.append((begin, len(text)))
-        else:
-            text += char
-    return text, spans
 
 
 # --- memory, steps, batch ------------------------------------------------------------------------

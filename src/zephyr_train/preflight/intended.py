@@ -18,7 +18,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from zephyr_train.config.recipe import Recipe, _build
+from zephyr_train.config.recipe import Recipe, build_section
 from zephyr_train.errors import UserError
 
 
@@ -32,7 +32,7 @@ def plan_of(recipe: Recipe) -> LaunchPlan | None:
     """The recipe's `launch` section, checked (unknown keys, types, a config file that exists)."""
     if recipe.launch is None:
         return None
-    plan = _build(LaunchPlan, recipe.launch, recipe.source, "launch.")
+    plan = build_section(LaunchPlan, recipe.launch, recipe.source, "launch.")
     if plan.gpus is not None and plan.gpus < 1:
         raise UserError(f"{recipe.source}: launch.gpus must be 1 or more, got {plan.gpus}")
     if plan.accelerate_config and not Path(plan.accelerate_config).exists():

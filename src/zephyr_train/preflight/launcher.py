@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from zephyr_train.config.recipe import read_yaml
-from zephyr_train.config.trainer_fields import _class_fields
+from zephyr_train.config.trainer_fields import class_fields
 from zephyr_train.errors import UserError
 
 DISTRIBUTED_TYPES = ("NO", "MULTI_GPU", "DEEPSPEED", "FSDP", "MULTI_CPU")
@@ -47,7 +47,7 @@ class Launch:
 
 
 def _accelerate_keys() -> set[str]:
-    return set(_class_fields("accelerate.commands.config.config_args", "ClusterConfig"))
+    return set(class_fields("accelerate.commands.config.config_args", "ClusterConfig"))
 
 
 def _sharding(raw: dict, src: str) -> tuple[str | None, bool]:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from zephyr_train.config.recipe import STAGES, Recipe
 from zephyr_train.data import chat_template, mixture
+from zephyr_train.data.chat_template import render
 from zephyr_train.errors import UserError
-from zephyr_train.preflight.check import _first_rows, render
+from zephyr_train.preflight.check import first_rows
 
 OPEN, CLOSE = "[[", "]]"
 SCAN = 50  # rows read to find N usable ones
@@ -60,7 +61,7 @@ def show(recipe: Recipe, n: int) -> list[str]:
             lines.append(f"{name}: {spec.path} is {'on the Hub' if kind == 'hub' else 'missing'}: not opened "
                          "(--show reads local data only)")
             continue
-        rows, _, _ = _first_rows(path, spec.split, max(n, SCAN))
+        rows, _, _ = first_rows(path, spec.split, max(n, SCAN))
         renames = spec.columns or {}
         shown = 0
         for i, raw in enumerate(rows):

@@ -14,7 +14,7 @@ import importlib.util
 from functools import cache
 
 from zephyr_train.config.recipe import Recipe
-from zephyr_train.config.trainer_fields import _module_file
+from zephyr_train.config.trainer_fields import module_file
 
 # tracker -> (modules it needs, each a tuple of alternatives), what to pip install
 PACKAGES: dict[str, tuple[tuple[tuple[str, ...], ...], str]] = {
@@ -38,7 +38,7 @@ PACKAGES: dict[str, tuple[tuple[tuple[str, ...], ...], str]] = {
 @cache
 def known_trackers() -> tuple[str, ...]:
     """The `report_to` names the installed transformers accepts, from its INTEGRATION_TO_CALLBACK mapping."""
-    tree = ast.parse(_module_file("transformers.integrations.integration_utils").read_text(encoding="utf-8"))
+    tree = ast.parse(module_file("transformers.integrations.integration_utils").read_text(encoding="utf-8"))
     for node in tree.body:
         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "INTEGRATION_TO_CALLBACK":
             return tuple(key.value for key in node.value.keys if isinstance(key, ast.Constant))
