@@ -120,8 +120,9 @@ def install(model: Any, head: str, outputs: tuple[str, ...] = ("log_probs",)) ->
 
 
 def padding_fraction(model: Any) -> float | None:
-    """Share of the positions computed in packed DPO forwards that were padding (None before any)."""
-    stats = getattr(model, "_zephyr_pair_packing", None)
+    """Share of the positions the policy computed in packed DPO forwards that were padding (None before any)."""
+    base = model.get_base_model() if hasattr(model, "peft_config") else model
+    stats = base.__dict__.get("_zephyr_pair_packing")
     return 1 - stats["real_tokens"] / stats["positions"] if stats and stats["positions"] else None
 
 
