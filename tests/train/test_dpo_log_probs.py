@@ -52,7 +52,7 @@ def setup(tiny_model_dir, tokenizer):
 
     for i, row in enumerate(rows):  # long-tailed lengths, as in UltraFeedback
         prompt = ids(row["chosen"][:-1], add_generation_prompt=True)
-        def answer(messages: list, cap: int) -> list:
+        def answer(messages: list, cap: int, prompt: list = prompt) -> list:
             return ids(messages)[len(prompt):][:cap]
         examples.append({"prompt_ids": prompt[-(8 + 50 * (i % 2)):], "chosen_ids": answer(row["chosen"], 6 + 7 * i),
                          "rejected_ids": answer(row["rejected"], 40 - 6 * i)})
@@ -116,7 +116,8 @@ def test_other_calls_keep_trls_forward(setup):
     dpo_log_probs.install(ours, "dense", OUTPUTS)
     batch = collate(examples[:2])
     with torch.no_grad():  # a plain forward (generation, evaluation without the fused head) is untouched
-        torch.testing.assert_close(ours(input_ids=batch["input_ids"]).logits, model(input_ids=batch["input_ids"]).logits)
+        plain = model(input_ids=batch["input_ids"]).logits
+        torch.testing.assert_close(ours(input_ids=batch["input_ids"]).logits, plain)
     assert dpo_log_probs.padding_fraction(ours) is None
 
 
