@@ -124,3 +124,14 @@ def test_other_calls_keep_trls_forward(setup):
 def test_auto_picks_dense_without_triton():
     assert dpo_log_probs.choose("auto", "cpu") == "dense"
     assert dpo_log_probs.choose("trl", "cpu") == "trl"
+
+
+def test_lm_head_recipe_key():
+    from tests.conftest import SMOKE
+    from zephyr_train.config.recipe import load_recipe, to_dict
+    from zephyr_train.errors import UserError
+
+    assert load_recipe(SMOKE).dpo.lm_head == "auto" and "lm_head" not in to_dict(load_recipe(SMOKE))["dpo"]
+    assert to_dict(load_recipe(SMOKE, ["dpo.lm_head=dense"]))["dpo"]["lm_head"] == "dense"
+    with pytest.raises(UserError, match="dpo.lm_head must be auto, dense or trl, got 'fast'"):
+        load_recipe(SMOKE, ["dpo.lm_head=fast"])
