@@ -2,9 +2,12 @@
 
 Training is TRL's `DPOTrainer` on `ultrafeedback_binarized`-shaped pairs. The policy starts from the
 SFT stage's result when the recipe has an `sft` section (from `model.name_or_path` otherwise). The
-reference is what TRL makes of the recipe: with LoRA the same weights with the adapter disabled (no
-second model), with `precompute_ref_log_probs` log-probs computed once before training, otherwise a
-frozen copy. Held-out preference accuracy and reward margin are measured before and after training.
+reference: with LoRA the same weights with the adapter disabled (no second model); for full
+fine-tuning its log-probs computed once before training when the run covers the whole split, else a
+frozen copy (`reference_plan`). Log-probs of policy and reference come from packed pairs at completion
+positions only (`patches/dpo_log_probs.py`, `dpo.lm_head`): 4.7x plain TRL's trained tokens/s at 0.6x
+its peak RSS with a 32000-token vocabulary (docs/dpo-speed.md). Held-out preference accuracy, reward
+margin and loss are measured before and after training, in one pass each.
 """
 
 from __future__ import annotations
