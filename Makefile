@@ -28,6 +28,7 @@ test: install
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/sft_throughput.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/dpo_memory.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/dpo_throughput.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/curation.py
 
 .PHONY: gpu-evidence

@@ -62,3 +62,13 @@ def test_template_names():
     assert resolve(inline) == (inline, inline)
     with pytest.raises(UserError, match="did you mean 'zephyr'"):
         resolve("zephir", "r.yaml")
+
+
+def test_render_marks_generation_spans():
+    from zephyr_train.data.chat_template import ZEPHYR, ZEPHYR_TRAINING, render
+
+    messages = [{"role": "user", "content": "U"}, {"role": "assistant", "content": "A"}]
+    text, spans = render(ZEPHYR_TRAINING, messages)
+    assert text == "<|user|>\nU</s>\n<|assistant|>\nA</s>\n"
+    assert [text[a:b] for a, b in spans] == ["A</s>"]
+    assert render(ZEPHYR, messages)[0] == text  # the training twin renders the public template's text

@@ -87,6 +87,7 @@ class Stage:
     eval: EvalSpec | None = None
     lora: Lora | None = None
     max_prompt_length: int | None = None  # dpo: prompts cut to their last N tokens (TRL 1.16 has no such field)
+    lm_head: str = "auto"  # dpo: auto | dense | trl, the log-prob head (train/patches/dpo_log_probs.py)
     trainer: dict[str, Any] = field(default_factory=dict)  # TRL config fields, by their TRL names
 
     def setting(self, name: str) -> Any:
@@ -272,7 +273,7 @@ def _build_stage(name: str, raw: Any, source: str) -> Stage:
     if not isinstance(raw, dict):
         raise UserError(f"{source}: {name} must be a mapping (datasets, lora, trainer fields), got {raw!r}")
     fields = trainer_fields(name)
-    own = {"datasets", "eval", "lora"} | ({"max_prompt_length"} if name == "dpo" else set())
+    own = {"datasets", "eval", "lora"} | ({"max_prompt_length", "lm_head"} if name == "dpo" else set())
     stage = Stage(kind=name, trainer=dict(STAGE_DEFAULTS[name]))
     for key, value in raw.items():
         if key in own:
@@ -300,6 +301,10 @@ def _build_stage(name: str, raw: Any, source: str) -> Stage:
             stage.max_prompt_length = coerce(raw["max_prompt_length"], "int")
         except ValueError as err:
             raise UserError(f"{source}: {name}.max_prompt_length {err}") from None
+    if raw.get("lm_head") is not None:
+        if raw["lm_head"] not in ("auto", "dense", "trl"):
+            raise UserError(f"{source}: {name}.lm_head must be auto, dense or trl, got {raw['lm_head']!r}")
+        stage.lm_head = raw["lm_head"]
     return stage
 
 
@@ -394,8 +399,9 @@ def to_dict(recipe: Recipe) -> dict[str, Any]:
         del body["kind"]  # the section name says it
         if stage.lora is not None:
             body["lora"] = stage.lora.as_dict()  # PEFT fields beside ours, as the recipe writes them
-        if body["max_prompt_length"] is None:  # dpo only; absent keeps older fingerprints
-            del body["max_prompt_length"]
+        for key, default in (("max_prompt_length", None), ("lm_head", "auto")):  # dpo only; absent keeps
+            if body[key] == default:  # older fingerprints
+                del body[key]
         out[stage.kind] = {**body.pop("trainer"), **body}
     if recipe.hub is not None:
         out["hub"] = dataclasses.asdict(recipe.hub)

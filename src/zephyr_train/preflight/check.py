@@ -133,9 +133,6 @@ def _length_rules(recipe: Recipe, name: str, arch: Architecture | None, report: 
     if prompt is not None and (max_length is None or prompt >= max_length):
         report.errors.append(f"{src}: {name}.max_prompt_length {prompt} must be below {name}.max_length "
                              f"{max_length}, or no answer token is left to compare (public recipe: 512 of 1024)")
-    if prompt is not None and stage.trainer.get("precompute_ref_log_probs"):
-        report.errors.append(f"{src}: {name}.max_prompt_length cuts prompts after TRL precomputes the reference "
-                             f"log-probs; drop one of max_prompt_length and precompute_ref_log_probs")
 
 
 # --- data ----------------------------------------------------------------------------------------

@@ -142,7 +142,7 @@ def estimate(arch: Architecture, recipe: Recipe, stage_name: str, launch: Launch
         optimizer = 0.0
     est.parts["optimizer"] = optimizer / state_shards
 
-    if stage_name == "dpo" and stage.lora is None and not args.get("precompute_ref_log_probs"):
+    if stage_name == "dpo" and stage.lora is None and not precomputes_reference(stage):
         est.parts["DPO reference"] = weights / shards
 
     seq = stage.setting("max_length")
@@ -156,6 +156,16 @@ def estimate(arch: Architecture, recipe: Recipe, stage_name: str, launch: Launch
     est.parts["logits"] = logits
     est.parts["overhead"] = OVERHEAD
     return est
+
+
+def precomputes_reference(stage: Stage) -> bool:
+    """Whether full-fine-tuning DPO holds no reference model: the recipe says so, or (unset) the run visits the
+    whole split, when `train.dpo.reference_plan` precomputes the reference log-probs once (a max_steps run may
+    stop earlier and keeps a frozen copy: counted, to be safe)."""
+    asked = stage.trainer.get("precompute_ref_log_probs")
+    if asked is not None or stage.trainer.get("sync_ref_model"):
+        return bool(asked)
+    return stage.setting("max_steps") <= 0
 
 
 def global_batch(stage: Stage, gpus: int) -> int:

@@ -2,11 +2,14 @@
 
 TRL 1.16's DPOConfig dropped the field and cuts a whole pair to `max_length` from its end, so a long
 prompt leaves the answers (what DPO compares) little or no room. We cut the prompt itself, keeping its
-end, after TRL has tokenized the pairs.
+end, as TRL tokenizes the pairs: inside `DPOTrainer.__init__`, so reference log-probs that TRL precomputes
+there (`precompute_ref_log_probs`) are computed on the cut prompts the training sees.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -22,7 +25,19 @@ def cut_prompts(ds: Any, limit: int, bos: int | None) -> Any:
     return ds.map(cut, input_columns="prompt_ids", desc="Cutting prompts to max_prompt_length")
 
 
-def cut_trainer_prompts(trainer: Any, limit: int, bos: int | None) -> None:
-    trainer.train_dataset = cut_prompts(trainer.train_dataset, limit, bos)
-    if trainer.eval_dataset is not None:
-        trainer.eval_dataset = cut_prompts(trainer.eval_dataset, limit, bos)
+@contextlib.contextmanager
+def cutting(limit: int | None, bos: int | None) -> Iterator[None]:
+    """While a `DPOTrainer` is built, every dataset it tokenizes has its prompts cut (nothing when `limit` is None)."""
+    from trl.trainer.dpo_trainer import DPOTrainer
+
+    original = DPOTrainer._prepare_dataset
+
+    def prepare(self: Any, dataset: Any, *args: Any, **kwargs: Any) -> Any:
+        return cut_prompts(original(self, dataset, *args, **kwargs), limit, bos)
+
+    if limit:
+        DPOTrainer._prepare_dataset = prepare
+    try:
+        yield
+    finally:
+        DPOTrainer._prepare_dataset = original

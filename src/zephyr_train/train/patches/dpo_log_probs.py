@@ -1,0 +1,147 @@
+"""DPO log-probs only where they count: packed pairs, completion positions only, for policy and reference.
+
+TRL 1.16's `DPOTrainer` scores every sequence through its fused LM head (`fused_lm_head=True`). With
+Triton (CUDA, XPU) that head projects only the positions that carry a label, in vocabulary tiles, and
+never holds the full logits. Without Triton it falls back to per-tile torch code over *every* position,
+prompt and padding included, in 4096-token tiles of the full vocabulary: with Mistral's 32000 tokens a
+tile is 0.5 GB and each of its half-dozen temporaries another 0.5 GB, so a CPU process spent more time in
+the kernel allocating memory than computing (22 s a step at batch 8, max_length 1024).
+
+`install` replaces the model's forward (after TRL has patched it, so generation and every other call
+are untouched) for the calls TRL makes with `fused_lm_head=True`, the policy's and the reference's
+alike: the padded batch is first re-laid into packed rows (`pair_packing`), the backbone runs on those,
+and only the hidden states of completion positions reach the LM head. The head is then
+  - "dense": one `linear` + `log_softmax` per chunk of 1024 completion tokens; the log-softmax is kept for
+    the backward (completion tokens x vocabulary, never a prompt or padding position);
+  - "trl": TRL's own `ChunkedLogProbFunction` on the same completion positions: its Triton kernel on
+    CUDA/XPU (nothing of the logits kept; the backward recomputes them), its torch tiles elsewhere.
+`auto` picks "trl" where TRL's Triton kernel runs and "dense" elsewhere. Both return what TRL's loss and
+metrics read: log-probs, entropy, mean logits, top-1 hits, label mask (and `log_sum_sq_probs` for WPO).
+Calls this cannot serve exactly (pre-shifted labels, MoE router losses, vision inputs, prompt-learning
+PEFT, models that rescale or soft-cap their logits) go to TRL's forward unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+from collections.abc import Iterator
+from typing import Any
+
+from zephyr_train.train.patches import pair_packing
+
+HEADS = ("auto", "dense", "trl")
+CHUNK = 1024  # completion tokens per projection: 1024 x 32000 fp32 logits = 131 MB at a time
+_RESCALING = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
+
+
+def choose(choice: str, device: Any) -> str:
+    """The head `auto` means on this device: TRL's where its Triton kernel runs, ours elsewhere."""
+    if choice != "auto":
+        return choice
+    import torch
+    from trl.kernels.chunked_logprob import _use_triton
+
+    return "trl" if _use_triton(torch.device(device)) else "dense"
+
+
+def dense_head(hidden: Any, weight: Any, bias: Any, targets: Any, outputs: tuple[str, ...]) -> tuple:
+    """(log_probs, entropy, log_sum_sq_probs, mean_logits, is_top1) of `targets`, one row per token."""
+    import torch
+
+    picked, entropy, sq, mean, top1 = [], [], [], [], []
+    for h, t in zip(hidden.split(CHUNK), targets.split(CHUNK), strict=True):
+        logits = torch.nn.functional.linear(h, weight, bias).float()
+        log_softmax = torch.log_softmax(logits, dim=-1)
+        picked.append(log_softmax.gather(-1, t.unsqueeze(-1)).squeeze(-1))
+        with torch.no_grad():  # metrics only, as in TRL (its entropy is detached before use)
+            if "entropy" in outputs:
+                entropy.append(-(log_softmax.exp() * log_softmax).sum(-1))
+            if "log_sum_sq_probs" in outputs:
+                sq.append(torch.logsumexp(2 * log_softmax, dim=-1))
+            if "mean_logits" in outputs:
+                mean.append(logits.mean(-1))
+            if "is_top1" in outputs:
+                top1.append(logits.argmax(-1) == t)
+        del logits
+
+    def cat(parts: list) -> Any:
+        return torch.cat(parts) if parts else None
+
+    return cat(picked), cat(entropy), cat(sq), cat(mean), cat(top1)
+
+
+def trl_head(hidden: Any, weight: Any, bias: Any, targets: Any, outputs: tuple[str, ...]) -> tuple:
+    """TRL's fused head (Triton on CUDA/XPU, torch tiles elsewhere) on the given positions only."""
+    from trl.kernels import ChunkedLogProbFunction
+    from trl.trainer.utils import _CHUNKED_LOGPROB_CHUNK_SIZE
+
+    return ChunkedLogProbFunction.apply(hidden, weight, bias, targets, 1.0, _CHUNKED_LOGPROB_CHUNK_SIZE, None, 1.0,
+                                        outputs)
+
+
+def install(model: Any, head: str, outputs: tuple[str, ...] = ("log_probs",)) -> None:
+    """Patch `model.forward` (already patched by TRL's `add_fused_lm_head`) for `fused_lm_head=True` calls."""
+    from trl.trainer.utils import FusedCausalLMOutput
+
+    trl_forward = model.forward
+    project = dense_head if head == "dense" else trl_head
+    text_config = model.config.get_text_config()
+    exact = (text_config is model.config and not getattr(text_config, "output_router_logits", False)
+             and all(getattr(text_config, name, None) is None for name in _RESCALING))
+    stats = model.__dict__.setdefault("_zephyr_pair_packing", {"real_tokens": 0, "positions": 0})
+
+    def forward(self: Any, *args: Any, fused_lm_head: bool = False, labels: Any = None, shift_labels: Any = None,
+                num_items_in_batch: Any = None, **kwargs: Any) -> Any:
+        extra = set(kwargs) - {"input_ids", "attention_mask", "use_cache"}
+        if not fused_lm_head or not exact or args or extra or shift_labels is not None or labels is None \
+                or kwargs.get("attention_mask") is None or kwargs.get("input_ids") is None:
+            return trl_forward(*args, fused_lm_head=fused_lm_head, labels=labels, shift_labels=shift_labels,
+                               num_items_in_batch=num_items_in_batch, **kwargs)
+        input_ids = kwargs["input_ids"]
+        packed = pair_packing.pack(input_ids, kwargs["attention_mask"])
+        stats["real_tokens"] += packed.real_tokens
+        stats["positions"] += packed.positions
+        hidden = self.base_model(input_ids=packed.input_ids, position_ids=packed.position_ids,
+                                 use_cache=False).last_hidden_state
+        shifted = labels[:, 1:]
+        mask = shifted != -100
+        lm_head = self.get_output_embeddings()
+        rows = hidden.reshape(-1, hidden.size(-1))[packed.index[:, :-1][mask]].to(lm_head.weight.device)
+        per_token = project(rows, lm_head.weight, lm_head.bias, shifted[mask].to(lm_head.weight.device), outputs)
+        log_probs, entropy, log_sum_sq_probs, mean_logits, is_top1 = (
+            None if x is None else x.new_zeros(mask.shape).masked_scatter(mask, x) for x in per_token)
+        count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
+        return FusedCausalLMOutput(loss=-log_probs.sum() / count, log_probs=log_probs, entropy=entropy,
+                                   log_sum_sq_probs=log_sum_sq_probs, mean_logits=mean_logits, is_top1=is_top1,
+                                   label_mask=mask)
+
+    model.forward = types.MethodType(forward, model)
+
+
+def padding_fraction(model: Any) -> float | None:
+    """Share of the positions the policy computed in packed DPO forwards that were padding (None before any)."""
+    base = model.get_base_model() if hasattr(model, "peft_config") else model
+    stats = base.__dict__.get("_zephyr_pair_packing")
+    return 1 - stats["real_tokens"] / stats["positions"] if stats and stats["positions"] else None
+
+
+@contextlib.contextmanager
+def installed(choice: str, device: Any) -> Iterator[str]:
+    """While `DPOTrainer.__init__` runs, follow each of its `add_fused_lm_head` calls (policy and reference)
+    with `install`, so the reference log-probs TRL precomputes in `__init__` already use this path.
+    Yields the head chosen ("dense" or "trl")."""
+    from trl.trainer import dpo_trainer
+
+    head = choose(choice, device)
+    original = dpo_trainer.add_fused_lm_head
+
+    def add_then_install(model: Any, *args: Any, outputs: tuple[str, ...] = ("log_probs",), **kwargs: Any) -> None:
+        original(model, *args, outputs=outputs, **kwargs)
+        install(model, head, outputs)
+
+    dpo_trainer.add_fused_lm_head = add_then_install
+    try:
+        yield head
+    finally:
+        dpo_trainer.add_fused_lm_head = original
