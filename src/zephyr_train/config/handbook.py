@@ -41,7 +41,7 @@ def renders_like_zephyr(template: str) -> bool:
              {"role": "assistant", "content": "A"}, {"role": "user", "content": "V"}]
     try:
         return render(template, probe)[0] == render(ZEPHYR, probe)[0]
-    except (TemplateError, TypeError, KeyError):  # not Zephyr; the recipe's own checks report what is wrong
+    except (TemplateError, TypeError, KeyError, ValueError):  # not Zephyr (ValueError: its raise_exception)
         return False
 
 
