@@ -90,7 +90,7 @@ def test_precomputed_reference_sees_the_cut_prompts(tmp_path, tiny_model_dir, to
 def test_reference_plan_for_full_fine_tuning(args, n_train, precompute):
     from zephyr_train.config.recipe import Stage
 
-    plan = dpo.reference_plan(Stage(kind="dpo"), args, n_train, world=1)
+    plan = dpo.reference_plan(Stage(kind="dpo", trainer=dict(args)), args, n_train, world=1)
     assert bool(args.get("precompute_ref_log_probs")) is precompute
     assert ("precomputed" in plan) is precompute
 

@@ -67,7 +67,10 @@ def held_out(trainer: Any) -> dict[str, float]:
 
     model, reference, margins = trainer.model_wrapped or trainer.model, trainer.ref_model, []
     model.eval()
-    for batch in trainer.get_eval_dataloader():
+    dataloader = trainer.get_eval_dataloader()
+    trainer.callback_handler.eval_dataloader = dataloader  # the console's labelled bar, as evaluate() would
+    for batch in dataloader:
+        trainer.callback_handler.on_prediction_step(trainer.args, trainer.state, trainer.control)
         batch = trainer._prepare_inputs(batch)
         if "ref_chosen_logps" in batch:  # precompute_ref_log_probs
             ref_chosen, ref_rejected = batch["ref_chosen_logps"], batch["ref_rejected_logps"]
@@ -81,9 +84,15 @@ def held_out(trainer: Any) -> dict[str, float]:
         margin = trainer.beta * ((chosen - ref_chosen) - (rejected - ref_rejected))
         margins.append(trainer.accelerator.gather_for_metrics(margin.float()))
     margins = torch.cat(margins).cpu()
-    return {"accuracy": ((margins > 0).float().mean() + 0.5 * (margins == 0).float().mean()).item(),
-            "margin": margins.mean().item(), "ties": (margins == 0).float().mean().item(),
-            "pairs": len(margins), "loss": loss_from_margins(trainer, margins)}
+    figures = {"accuracy": ((margins > 0).float().mean() + 0.5 * (margins == 0).float().mean()).item(),
+               "margin": margins.mean().item(), "ties": (margins == 0).float().mean().item(),
+               "pairs": len(margins), "loss": loss_from_margins(trainer, margins)}
+    # reported as evaluate() reports: trackers (W&B eval/*), log_history.json, the console and the report see them
+    metrics = {key: value for key, value in (("eval_loss", figures["loss"]), ("eval_rewards/margins", figures["margin"]),
+                                             ("eval_rewards/accuracies", figures["accuracy"])) if value is not None}
+    trainer.log(metrics)
+    trainer.callback_handler.on_evaluate(trainer.args, trainer.state, trainer.control, metrics=metrics)
+    return figures
 
 
 def loss_from_margins(trainer: Any, margins: Any) -> float | None:
