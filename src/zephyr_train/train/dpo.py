@@ -88,8 +88,9 @@ def held_out(trainer: Any) -> dict[str, float]:
                "margin": margins.mean().item(), "ties": (margins == 0).float().mean().item(),
                "pairs": len(margins), "loss": loss_from_margins(trainer, margins)}
     # reported as evaluate() reports: trackers (W&B eval/*), log_history.json, the console and the report see them
-    metrics = {key: value for key, value in (("eval_loss", figures["loss"]), ("eval_rewards/margins", figures["margin"]),
-                                             ("eval_rewards/accuracies", figures["accuracy"])) if value is not None}
+    named = (("eval_loss", figures["loss"]), ("eval_rewards/margins", figures["margin"]),
+             ("eval_rewards/accuracies", figures["accuracy"]))
+    metrics = {key: value for key, value in named if value is not None}
     trainer.log(metrics)
     trainer.callback_handler.on_evaluate(trainer.args, trainer.state, trainer.control, metrics=metrics)
     return figures
