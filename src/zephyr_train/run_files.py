@@ -9,6 +9,7 @@
         log_history.json        the trainer's log history, written at every log         (LOG_HISTORY)
         summary.json            the stage's figures                                     (SUMMARY)
         checkpoint-N/           the trainer's checkpoints (resumed under the same fingerprint)
+        adapter_config.json     a LoRA stage's PEFT config (base named portably)         (ADAPTER_CONFIG)
         merged/                 a LoRA stage's adapter merged into its base              (MERGED)
       eval/                     the eval stage (recipe `eval:`), see eval/stage.py         (EVAL)
         summary.json            every bench's summary for every evaluated stage
@@ -24,4 +25,5 @@ LOG_HISTORY = "log_history.json"
 REPORT = "report.html"
 REPORT_FILES = "report_files"
 MERGED = "merged"
+ADAPTER_CONFIG = "adapter_config.json"  # PEFT's, in a LoRA stage folder; its base is made portable
 EVAL = "eval"

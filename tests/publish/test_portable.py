@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from tests.conftest import SMOKE
-from zephyr_train.publish import portable
+from zephyr_train.publish import portable, stage_cards
 
 
 def test_portable_base_rules(tmp_path):
@@ -49,7 +49,7 @@ def test_moved_run_folder_still_loads(tmp_path, tiny_model_dir, monkeypatch):
     from zephyr_train.config.recipe import load_recipe
 
     recipe = load_recipe(SMOKE, [f"output_dir={run}", "sft.lora.r=4", "dpo.lora.r=4"])
-    cards = portable.finish_stage(recipe, "dpo", run / "dpo")  # what a finished stage does
+    cards = stage_cards.finish_stage(recipe, "dpo", run / "dpo")  # what a finished stage does
     assert json.loads(config_file.read_text())["base_model_name_or_path"] == "sft/merged"
     assert cards == [run / "dpo" / "README.md"]
     card = cards[0].read_text()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from zephyr_train.config.recipe import RENAMED_FIELDS, apply_override, build_recipe, read_yaml
-from zephyr_train.data.chat_template import ZEPHYR
+from zephyr_train.data.chat_template import renders_like_zephyr
 from zephyr_train.errors import UserError
 
 MODEL_KEYS = {"model_name_or_path": "name_or_path", "model_revision": "revision", "torch_dtype": "dtype",
@@ -29,20 +29,6 @@ LORA_KEYS = {"lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "l
 # Keys with no effect here: the handbook's own plumbing or settings TRL 1.16 dropped.
 IGNORED = {"overwrite_output_dir", "dataset_configs", "truncation_side", "auto_insert_empty_system_msg", "use_peft",
            "text_column", "lora_task_type", "bnb_4bit_compute_dtype"}
-
-
-def renders_like_zephyr(template: str) -> bool:
-    """Whether `template` is the public Zephyr one, spelled however: same text for a probe conversation."""
-    from jinja2 import TemplateError
-
-    from zephyr_train.data.chat_template import render
-
-    probe = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"},
-             {"role": "assistant", "content": "A"}, {"role": "user", "content": "V"}]
-    try:
-        return render(template, probe)[0] == render(ZEPHYR, probe)[0]
-    except (TemplateError, TypeError, KeyError, ValueError):  # not Zephyr (ValueError: its raise_exception)
-        return False
 
 
 def _mixture(raw: dict, stage: str, source: str, warnings: list[str]) -> tuple[list[dict], dict | None]:

@@ -20,7 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-PREFIX = "builtin:"
+from zephyr_train.data.sources import PREFIX
+
 SAMPLE_ROOT = Path(__file__).parent / "sample_files"
 DATASETS = {"ultrachat-sample": SAMPLE_ROOT / "ultrachat", "ultrafeedback-sample": SAMPLE_ROOT / "ultrafeedback"}
 
@@ -43,10 +44,6 @@ REAL_TOKENIZER = {"tiny-mistral-32k"}  # built from mistral-common's tokenizer.m
 MAX_POSITIONS = 4096  # context length of the built-in models
 SEED = 1234
 BUILD_VERSION = 1  # bump when the build recipe changes, so caches are rebuilt
-
-
-def is_builtin(name: str) -> bool:
-    return name.startswith(PREFIX)
 
 
 def cache_root() -> Path:

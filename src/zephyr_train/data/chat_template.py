@@ -13,6 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from zephyr_train.data.sources import is_builtin
 from zephyr_train.errors import UserError
 
 ZEPHYR = (
@@ -129,13 +130,23 @@ def _has_markers(template: str) -> bool:
     return "{% generation %}" in template.replace("{%-", "{%").replace("-%}", "%}")
 
 
+def renders_like_zephyr(template: str) -> bool:
+    """Whether `template` is the public Zephyr one, spelled however: same text for a probe conversation."""
+    from jinja2 import TemplateError
+
+    probe = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"},
+             {"role": "assistant", "content": "A"}, {"role": "user", "content": "V"}]
+    try:
+        return render(template, probe)[0] == render(ZEPHYR, probe)[0]
+    except (TemplateError, TypeError, KeyError, ValueError):  # not Zephyr (ValueError: its raise_exception)
+        return False
+
+
 def training_twin(template: str) -> str:
     """What trains with `template`: itself when it marks assistant spans, Zephyr's twin for the public
     Zephyr template, TRL's twin for a template TRL recognizes (the exact text, as TRL compares), else itself."""
     if _has_markers(template):
         return template
-    from zephyr_train.config.handbook import renders_like_zephyr
-
     if renders_like_zephyr(template):
         return ZEPHYR_TRAINING
     for name, path in trl_templates().items():
@@ -149,9 +160,7 @@ def model_template(name: str, revision: str = "main", download: bool = False) ->
     without a download (`download` allows one: the start of a stage, never `check`). No torch."""
     import json
 
-    from zephyr_train.data import builtin
-
-    if builtin.is_builtin(name):
+    if is_builtin(name):
         return ZEPHYR  # built with the public Zephyr template (data/builtin.py)
     path = Path(name).expanduser()
     files: dict[str, Path | None] = {}

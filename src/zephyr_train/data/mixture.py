@@ -17,7 +17,7 @@ from typing import Any
 
 from zephyr_train.config.recipe import DatasetSpec, EvalSpec, Stage
 from zephyr_train.data import builtin
-from zephyr_train.data.sources import is_hub_id
+from zephyr_train.data.sources import is_builtin, is_hub_id
 from zephyr_train.errors import UserError
 
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -28,7 +28,7 @@ FIXED = "fixed: "  # a repair, counted with the drops but not dropped
 
 def locate(spec: DatasetSpec) -> tuple[str, Path | None]:
     """("builtin" | "dir" | "files" | "hub", local path) without loading anything."""
-    if builtin.is_builtin(spec.path):
+    if is_builtin(spec.path):
         found = builtin.dataset_dir(spec.path)
         return ("dir", found) if found else ("missing", None)
     path = Path(spec.path).expanduser()
@@ -45,7 +45,7 @@ def check_sources(stage: Stage, stage_name: str, source: str) -> None:
         where = f"{source}: {stage_name}.datasets[{i}]"
         kind, _ = locate(spec)
         if kind == "missing":
-            hint = ", ".join(f"builtin:{k}" for k in builtin.DATASETS) if builtin.is_builtin(spec.path) else \
+            hint = ", ".join(f"builtin:{k}" for k in builtin.DATASETS) if is_builtin(spec.path) else \
                 "a local directory, a .jsonl/.json/.parquet file or a Hub id"
             raise UserError(f"{where}.path {spec.path!r} does not exist; give {hint}")
         if "test" in spec.split.lower():

@@ -10,17 +10,20 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from zephyr_train.data import builtin
-
+PREFIX = "builtin:"  # built-in models and datasets (data/builtin.py): `builtin:tiny-mistral`
 # Data files a source may name directly; a name ending in one of these is a (missing) file, never a repo.
 DATA_FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".txt", ".arrow")
 _REPO_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
 
 
+def is_builtin(name: str) -> bool:
+    return name.startswith(PREFIX)
+
+
 def is_hub_id(name: str | None) -> bool:
     """True when `name` can only mean a Hub repo: `owner/name` (or a legacy bare `name`), not built-in, not an
     existing local path, not path-like (`./x`, `/x`, `~/x`, `a/b/c`), not a data file name."""
-    if not name or builtin.is_builtin(name) or name.startswith((".", "/", "~")):
+    if not name or is_builtin(name) or name.startswith((".", "/", "~")):
         return False
     if not _REPO_ID.fullmatch(name) or name.lower().endswith(DATA_FILE_SUFFIXES):
         return False

@@ -13,6 +13,7 @@ from typing import Any
 
 from zephyr_train.eval import store
 from zephyr_train.eval.judge import KEY_ENV
+from zephyr_train.run_files import SUMMARY
 
 OUTPUTS = "model_outputs.json"
 CACHE = "cache/outputs.jsonl"
@@ -79,7 +80,7 @@ def run(model_dir: Path, out: Path, instructions: list[dict], model_id: str, max
     outputs = generate_outputs(model_dir, out, instructions, model_id, max_new_tokens, backend, batch_size, seed,
                                overwrite)
     summary = {**judge(outputs, out, annotator), "model_id": model_id}
-    store.write_json(out / "summary.json", summary)
+    store.write_json(out / SUMMARY, summary)
     return summary
 
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from zephyr_train.errors import UserError
 from zephyr_train.eval import store
+from zephyr_train.run_files import ADAPTER_CONFIG, SUMMARY
 
 LEADERBOARD_SHOTS = {"arc_challenge": 25, "hellaswag": 10, "mmlu": 5, "truthfulqa_mc2": 0}
-SUMMARY = "summary.json"
 
 
 def check_tasks(tasks: list[str], include_path: str | None) -> Any:
@@ -48,7 +48,7 @@ def run(model_dir: Path, out: Path, tasks: list[str], include_path: str | None =
         groups.setdefault(num_fewshot if num_fewshot is not None else LEADERBOARD_SHOTS.get(task), []).append(task)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model_args = {"pretrained": str(model_dir), "dtype": "auto"}
-    adapter = Path(model_dir) / "adapter_config.json"
+    adapter = Path(model_dir) / ADAPTER_CONFIG
     if adapter.exists():  # a LoRA adapter: the harness loads its base, then the adapter through PEFT
         import json
 

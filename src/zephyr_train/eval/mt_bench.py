@@ -29,9 +29,9 @@ from zephyr_train.errors import UserError
 from zephyr_train.eval import questions as q
 from zephyr_train.eval import store
 from zephyr_train.eval.judge import Judge, JudgeFailed, JudgeSettings, parse_rating
+from zephyr_train.run_files import SUMMARY
 
 ANSWER_CACHE = "cache/answers.jsonl"
-SUMMARY = "summary.json"
 
 
 @dataclass

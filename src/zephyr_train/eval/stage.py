@@ -16,10 +16,9 @@ from typing import Any
 
 from zephyr_train.config.recipe import Recipe, fingerprint
 from zephyr_train.eval import store
-from zephyr_train.run_files import EVAL
+from zephyr_train.run_files import EVAL, SUMMARY
 
 FINGERPRINT = "eval_fingerprint.json"
-SUMMARY = "summary.json"
 
 
 def _judge_settings(recipe: Recipe) -> Any:

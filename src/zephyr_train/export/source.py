@@ -13,8 +13,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from zephyr_train.data.sources import is_builtin
 from zephyr_train.errors import UserError
-from zephyr_train.run_files import MERGED, SUMMARY
+from zephyr_train.run_files import ADAPTER_CONFIG, MERGED, SUMMARY
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 
@@ -62,9 +63,8 @@ def _inside_run(run_dir: Path, final: Path) -> Path:
 
 
 def _base_exists(base: str) -> bool:
-    from zephyr_train.data import builtin
 
-    if builtin.is_builtin(base) or Path(base).is_dir():
+    if is_builtin(base) or Path(base).is_dir():
         return True
     try:  # a Hub id counts when its files are in the local cache (no download happens here)
         from huggingface_hub import try_to_load_from_cache
@@ -89,7 +89,7 @@ def resolve(model_dir: str | Path, what: str = "export") -> ModelSource:
         if not (path / "tokenizer_config.json").exists():
             raise UserError(f"{path}: no tokenizer saved with the model; {what} needs tokenizer_config.json beside it")
         return ModelSource(path=path, given=given)
-    adapter_config = path / "adapter_config.json"
+    adapter_config = path / ADAPTER_CONFIG
     if adapter_config.exists():
         base = json.loads(adapter_config.read_text()).get("base_model_name_or_path")
         if not base or not _base_exists(base):
@@ -110,5 +110,5 @@ def merge_if_needed(source: ModelSource, into: Path) -> Path:
     from zephyr_train.data import builtin
     from zephyr_train.train.merge import merge_adapter
 
-    base = str(builtin.model_dir(source.base)) if builtin.is_builtin(source.base) else source.base
+    base = str(builtin.model_dir(source.base)) if is_builtin(source.base) else source.base
     return merge_adapter(source.adapter, base, ModelSpec(name_or_path=base), into)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from zephyr_train.data import builtin
-from zephyr_train.data.sources import is_hub_id
+from zephyr_train.data.sources import PREFIX, is_builtin, is_hub_id
 
 MLP = ("gate_proj", "up_proj", "down_proj")
 # Families whose config class ties the LM head to the input embeddings when config.json does not say.
@@ -185,8 +185,8 @@ def _cached_config(name: str, revision: str) -> dict | None:
 
 def architecture_of(name: str, revision: str = "main") -> Architecture | None:
     """The model's shape from what ships with us or lies on disk; None when it would need a download."""
-    if builtin.is_builtin(name):
-        dims = builtin.MODELS.get(name.removeprefix(builtin.PREFIX))
+    if is_builtin(name):
+        dims = builtin.MODELS.get(name.removeprefix(PREFIX))
         return Architecture(**dims, max_position_embeddings=builtin.MAX_POSITIONS) if dims else None
     path = Path(name).expanduser()
     if (path / "config.json").is_file():

@@ -19,14 +19,17 @@ PACKAGES = ("zephyr-train", "torch", "transformers", "trl", "peft", "accelerate"
             "tokenizers", "safetensors", "bitsandbytes", "deepspeed", "flash-attn", "wandb", "tensorboard")
 
 
+NOT_INSTALLED = "not installed"
+
+
 def versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
-    """Installed version of each package, "not installed" for the missing ones."""
+    """Installed version of each package, NOT_INSTALLED for the missing ones."""
     found = {}
     for name in packages:
         try:
             found[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
-            found[name] = "not installed"
+            found[name] = NOT_INSTALLED
     return found
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from zephyr_train.errors import UserError
+from zephyr_train.run_files import ADAPTER_CONFIG
 
 EXIT_WORDS = {"/exit", "/quit", "exit", "quit"}
 
@@ -39,7 +40,7 @@ def check_model_dir(model_dir: str | Path) -> Path:
     path = Path(model_dir)
     if not path.is_dir():
         raise UserError(f"{path}: no such model directory; give a stage directory such as runs/smoke/dpo")
-    if not ((path / "config.json").exists() or (path / "adapter_config.json").exists()):
+    if not ((path / "config.json").exists() or (path / ADAPTER_CONFIG).exists()):
         raise UserError(f"{path} holds no model (config.json) or LoRA adapter (adapter_config.json)")
     if not (path / "tokenizer_config.json").exists():
         raise UserError(f"{path} holds no tokenizer; chat needs the tokenizer saved with the model")

@@ -26,7 +26,7 @@ from zephyr_train.config.recipe import STAGES, Hub, Recipe, load_resolved
 from zephyr_train.config.secrets import scrub
 from zephyr_train.errors import UserError
 from zephyr_train.publish import model_card, portable
-from zephyr_train.run_files import RESOLVED_RECIPE
+from zephyr_train.run_files import ADAPTER_CONFIG, RESOLVED_RECIPE
 
 # Local bookkeeping and resume state that has no place in a model repo (training_args.bin is a pickle).
 SKIP_DIRS = {"merged", "runs", "tensorboard", "wandb"}
@@ -82,7 +82,7 @@ def plan(recipe: Recipe, stage: str, stage_dir: Path, in_progress: int | None = 
     summary_file = stage_dir / run_files.SUMMARY
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
     repo, base = repo_for(recipe, stage), base_of(recipe, stage)
-    adapter_config = stage_dir / "adapter_config.json"
+    adapter_config = stage_dir / ADAPTER_CONFIG
     if not adapter_config.exists():
         card = model_card.make_card(recipe, stage, repo, "model", base, recipe.model.name_or_path, summary,
                                     in_progress)
@@ -91,7 +91,7 @@ def plan(recipe: Recipe, stage: str, stage_dir: Path, in_progress: int | None = 
     local_base = portable.resolve_base(stage_dir, config.get("base_model_name_or_path") or recipe.model.name_or_path)
     config["base_model_name_or_path"] = base or local_base
     card = model_card.make_card(recipe, stage, repo, "adapter", base, local_base, summary, in_progress)
-    uploads = [Upload(repo, stage_dir, "adapter", str(card), {"adapter_config.json": json.dumps(config, indent=2)
+    uploads = [Upload(repo, stage_dir, "adapter", str(card), {ADAPTER_CONFIG: json.dumps(config, indent=2)
                                                               .encode()})]
     if in_progress is None:
         from zephyr_train.train import merge

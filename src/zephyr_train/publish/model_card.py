@@ -8,16 +8,15 @@ local or built-in model or dataset is named in the text instead).
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 from typing import Any
 
 from zephyr_train.config.recipe import Recipe, to_dict
 from zephyr_train.config.secrets import scrub
-from zephyr_train.data import builtin
 from zephyr_train.data.chat_template import resolve
-from zephyr_train.data.sources import is_hub_id
+from zephyr_train.data.sources import is_builtin, is_hub_id
 from zephyr_train.eval.report_section import card_rows as eval_rows
+from zephyr_train.preflight import environment
 
 STAGE_TITLES = {
     "sft": "distilled supervised fine-tuning (dSFT, Zephyr stage 1)",
@@ -168,14 +167,13 @@ def results(summary: dict | None) -> list[tuple[str, str]]:
     return [(k, _cell(v)) for k, v in rows if v is not None]
 
 
+CARD_PACKAGES = ("zephyr-train", "transformers", "trl", "peft", "torch", "datasets", "huggingface_hub")
+
+
 def versions() -> list[tuple[str, str]]:
-    found = []
-    for name in ("zephyr-train", "transformers", "trl", "peft", "torch", "datasets", "huggingface_hub"):
-        try:
-            found.append((name, importlib.metadata.version(name)))
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return found
+    """The framework versions a card lists: those of `environment.versions` that are installed."""
+    return [(name, version) for name, version in environment.versions(CARD_PACKAGES).items()
+            if version != environment.NOT_INSTALLED]
 
 
 def make_card(recipe: Recipe, stage: str, repo_id: str, kind: str, base: str | None, base_text: str,
@@ -204,7 +202,7 @@ def make_card(recipe: Recipe, stage: str, repo_id: str, kind: str, base: str | N
         data=sources, chat_template=resolve(recipe.chat_template, recipe.source, recipe.model, download=True)[0],
         hyperparameters=trainer, lora=lora, results=results(summary) + eval_rows(recipe.output_dir, stage),
         versions=versions(), in_progress=in_progress, local=local,
-        relative_base=not base and not Path(base_text).is_absolute() and not builtin.is_builtin(base_text),
-        builtin=recipe.model.name_or_path if builtin.is_builtin(recipe.model.name_or_path) else None,
+        relative_base=not base and not Path(base_text).is_absolute() and not is_builtin(base_text),
+        builtin=recipe.model.name_or_path if is_builtin(recipe.model.name_or_path) else None,
     )
     return ModelCard(scrub(str(card)))

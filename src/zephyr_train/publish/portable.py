@@ -1,4 +1,4 @@
-"""Base-model references that survive moving or copying a run folder, and a card in every stage folder.
+"""Base-model references that survive moving or copying a run folder.
 
 PEFT writes the base of an adapter as the absolute path it was loaded from (`/home/me/runs/x/sft/merged`,
 `~/.cache/zephyr-train/...`), so an adapter broke once its run folder was moved or copied to another box.
@@ -17,11 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from zephyr_train.config.recipe import Recipe
-from zephyr_train.run_files import MERGED
-
-ADAPTER_CONFIG = "adapter_config.json"
-CARD = "README.md"
+from zephyr_train.run_files import ADAPTER_CONFIG
 
 
 def portable_base(base: str, run_dir: Path, hub_id: str | None = None) -> str:
@@ -61,52 +57,6 @@ def make_portable(stage_dir: Path, run_dir: Path, hub_id: str | None = None) -> 
     tmp.write_text(json.dumps(config, indent=2))
     os.replace(tmp, config_file)
     return config["base_model_name_or_path"]
-
-
-def write_card(path: Path, card: Any) -> Path:
-    tmp = path / (CARD + ".tmp")
-    tmp.write_text(str(card), encoding="utf-8")
-    os.replace(tmp, path / CARD)
-    return path / CARD
-
-
-def here(folder: Path, run_dir: Path) -> str:
-    """How a card names its own folder: from the run folder's parent (`smoke/dpo`), never an absolute path."""
-    try:
-        return (run_dir.name / folder.resolve().relative_to(run_dir.resolve())).as_posix()
-    except ValueError:
-        return folder.name
-
-
-def finish_stage(recipe: Recipe, stage: str, stage_dir: Path | None = None) -> list[Path]:
-    """At the end of a stage (main process): portable base references, then the project's model card in
-    the stage folder (and in `merged/` for a LoRA stage), replacing TRL's card or PEFT's stub."""
-    from zephyr_train.publish import model_card
-    from zephyr_train.publish.hub import base_of
-
-    stage_dir = Path(stage_dir or recipe.stage_dir(stage))
-    run_dir = Path(recipe.output_dir)
-    summary_file = stage_dir / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
-    hub_base = base_of(recipe, stage) if recipe.hub else model_card.hub_id(recipe.model.name_or_path)
-    if stage == "dpo" and recipe.sft is not None and not recipe.hub:
-        hub_base = None  # DPO trained on this run's SFT result, not on the recipe's model
-    name = f"{run_dir.name}-{stage}"
-    written = []
-    if (stage_dir / ADAPTER_CONFIG).exists():
-        base = make_portable(stage_dir, run_dir, hub_base)
-        written.append(write_card(stage_dir, model_card.make_card(
-            recipe, stage, name, "adapter", hub_base, base, summary, local=here(stage_dir, run_dir))))
-        merged = stage_dir / MERGED
-        if (merged / "config.json").exists():
-            written.append(write_card(merged, model_card.make_card(
-                recipe, stage, f"{name}-merged", "merged", hub_base, base, summary, local=here(merged, run_dir))))
-    elif (stage_dir / "config.json").exists():
-        base = recipe.model.name_or_path if stage == "sft" or recipe.sft is None else \
-            f"{portable_base(str(recipe.stage_dir('sft')), run_dir)} (this run's SFT stage)"
-        written.append(write_card(stage_dir, model_card.make_card(
-            recipe, stage, name, "model", hub_base, base, summary, local=here(stage_dir, run_dir))))
-    return written
 
 
 def load_model(path: Path, **kwargs: Any) -> Any:

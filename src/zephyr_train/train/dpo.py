@@ -36,7 +36,7 @@ def policy_location(recipe: Recipe) -> str:
         raise UserError(f"{recipe.source}: DPO starts from the SFT stage's result, but {sft_dir} holds no finished "
                         f"SFT run; run `zephyr-train sft {recipe.source}` first (or remove the sft section to "
                         "start DPO from model.name_or_path)")
-    if (sft_dir / "adapter_config.json").exists():
+    if (sft_dir / run_files.ADAPTER_CONFIG).exists():
         return str(merge.merged_dir(sft_dir).resolve())  # made by `merge.merge_adapter` before loading
     return str(sft_dir.resolve())
 
@@ -184,7 +184,7 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
 
     if location == str(merge.merged_dir(recipe.stage_dir("sft")).resolve()):
         merge_once(start, recipe.stage_dir("sft"), modeling.model_location(recipe.model, src), recipe)
-    elif Path(location).name == run_files.MERGED and (Path(location).parent / "adapter_config.json").exists():
+    elif Path(location).name == run_files.MERGED and (Path(location).parent / run_files.ADAPTER_CONFIG).exists():
         adapter = Path(location).parent  # model.name_or_path is an adapter, e.g. a handbook QLoRA SFT's output_dir
         merge_once(start, adapter, modeling.adapter_base(adapter, src), recipe)
 

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from zephyr_train.config.recipe import ModelSpec
-from zephyr_train.run_files import MERGED
+from zephyr_train.run_files import ADAPTER_CONFIG, MERGED
 
 
 def merged_dir(adapter_dir: Path) -> Path:
@@ -49,7 +49,7 @@ def merge_command(adapter_dir: str, out: str, dtype: str, base: str | None = Non
     plain model in `dtype` that transformers loads without PEFT."""
     from zephyr_train.errors import UserError
 
-    config = Path(adapter_dir) / "adapter_config.json"
+    config = Path(adapter_dir) / ADAPTER_CONFIG
     if not config.exists():
         raise UserError(f"{adapter_dir} holds no adapter_config.json; give a LoRA adapter directory")
     if not base:

@@ -11,16 +11,16 @@ from typing import Any
 
 from zephyr_train.config.recipe import Lora, ModelSpec
 from zephyr_train.data import builtin
-from zephyr_train.data.sources import is_hub_id
+from zephyr_train.data.sources import is_builtin, is_hub_id
 from zephyr_train.errors import UserError
 from zephyr_train.preflight import launcher
-from zephyr_train.run_files import MERGED
+from zephyr_train.run_files import ADAPTER_CONFIG, MERGED
 
 
 def model_location(spec: ModelSpec, source: str) -> str:
     """A local directory or Hub id to load from; UserError when it cannot exist (checked before loading)."""
     name = spec.name_or_path
-    if builtin.is_builtin(name):
+    if is_builtin(name):
         try:
             return str(builtin.model_dir(name))
         except KeyError:
@@ -28,7 +28,7 @@ def model_location(spec: ModelSpec, source: str) -> str:
                             + ", ".join(f"builtin:{k}" for k in builtin.MODELS)) from None
     path = Path(name).expanduser()
     if path.exists():
-        if (path / "adapter_config.json").exists() and not (path / "config.json").exists():
+        if (path / ADAPTER_CONFIG).exists() and not (path / "config.json").exists():
             adapter_base(path, source)  # a LoRA adapter (a handbook QLoRA SFT result): merged before loading
             return str((path / MERGED).resolve())
         if not (path / "config.json").exists():
@@ -50,7 +50,7 @@ def adapter_base(adapter_dir: Path, source: str = "") -> str:
     """The base model a LoRA adapter directory names; UserError when it names none or a missing directory."""
     import json
 
-    base = json.loads((adapter_dir / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    base = json.loads((adapter_dir / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
     if not base or (base.startswith((".", "/", "~")) and not Path(base).expanduser().exists()):
         raise UserError(f"{source}: model.name_or_path {str(adapter_dir)!r} is a LoRA adapter whose base "
                         f"{base!r} is missing; merge it first with `zephyr-train merge {adapter_dir} --base BASE`")

@@ -25,7 +25,7 @@ def run_stage(recipe: Recipe, kind: str, overrides: list[str] = (), overwrite: b
     """One stage, then its publication: the stage trains and saves, the Hub push happens here, after it
     (and checkpoint pushes through the callbacks handed in). Returns the stage's summary ({} off the main
     process)."""
-    from zephyr_train.publish import hub, portable
+    from zephyr_train.publish import hub, stage_cards
     from zephyr_train.train import console
 
     quant = recipe.model.quantization
@@ -37,7 +37,7 @@ def run_stage(recipe: Recipe, kind: str, overrides: list[str] = (), overwrite: b
     out = recipe.stage_dir(kind)
     result = runner(recipe, overrides, overwrite=overwrite, callbacks=hub.save_callbacks(recipe, kind, out))
     if result:
-        portable.finish_stage(recipe, kind, out)  # portable base references, the project's card in the folder
+        stage_cards.finish_stage(recipe, kind, out)  # portable base references, the project's card in the folder
         hub.push_stage(recipe, kind, out)
     return result
 
