@@ -41,7 +41,7 @@ def rss_mib() -> float:
 
 
 def recipe_for(model: str, data: Path, out: Path, extra: list[str]):
-    from zephyr_train.config.recipe import load_recipe
+    from zephyr_train.stages import load_recipe
 
     recipe = load_recipe(ROOT / "recipes" / "smoke.yaml",
                          [f"model.name_or_path={model}", f"output_dir={out}", *SETTINGS, *extra])
@@ -51,7 +51,7 @@ def recipe_for(model: str, data: Path, out: Path, extra: list[str]):
 
 
 def run_ours(model: str, data: Path, out: Path, extra: list[str]) -> dict:
-    from zephyr_train.train.dpo import run_dpo
+    from zephyr_train.stages.dpo import run_dpo
 
     s = run_dpo(recipe_for(model, data, out, extra), overwrite=True)
     return {"steps": s["global_step"], "train_s": s["train_runtime_s"]}
@@ -65,7 +65,7 @@ def run_two_models(model: str, data: Path, out: Path, extra: list[str]) -> dict:
     from trl import DPOConfig, DPOTrainer
 
     from zephyr_train.data.mixture import clean_preferences
-    from zephyr_train.train import modeling
+    from zephyr_train.inference import modeling
 
     recipe = recipe_for(model, data, out, extra)
     path = modeling.model_location(recipe.model, "bench")

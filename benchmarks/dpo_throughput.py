@@ -100,8 +100,8 @@ def token_counts(trainer) -> dict:
 def run_ours(steps: int, data: Path, out: Path) -> dict:
     import trl
 
-    from zephyr_train.config.recipe import load_recipe
-    from zephyr_train.train import dpo
+    from zephyr_train.stages import load_recipe
+    from zephyr_train.stages import dpo
     from zephyr_train.train.patches import dpo_log_probs
 
     seen, timers = {}, {"held_out": [], "precompute": 0.0}

@@ -69,7 +69,7 @@ def overrides_for(run: Run, model_dir: Path, data_dir: Path, out: Path, steps: i
 
 def load(run: Run, overrides: list[str]) -> Any:
     """The run's recipe with only its own stage (DPO starts from the model, not from an SFT run)."""
-    from zephyr_train.config.recipe import load_recipe
+    from zephyr_train.stages import load_recipe
 
     recipe = load_recipe(RECIPES / run.recipe, overrides)
     if run.kind == "sft":
@@ -172,9 +172,9 @@ def child(spec_path: Path) -> int:
         recipe = load(run, spec["overrides"])
         before_stage(recipe, (run.kind,))
         if run.kind == "sft":
-            from zephyr_train.train.sft import run_sft as runner
+            from zephyr_train.stages.sft import run_sft as runner
         else:
-            from zephyr_train.train.dpo import run_dpo as runner
+            from zephyr_train.stages.dpo import run_dpo as runner
         try:
             runner(recipe, overwrite=True, callbacks=[make_probe(figures)])
             figures["reason"] = "the stage ended without the probe's end-of-training call"

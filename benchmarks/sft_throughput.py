@@ -51,7 +51,7 @@ def gemm_rate(seconds: float = 3.0) -> float:
 
 
 def conversations(n: int):
-    from zephyr_train.config.recipe import load_recipe
+    from zephyr_train.stages import load_recipe
     from zephyr_train.data.mixture import take_share
 
     spec = load_recipe(ROOT / "recipes" / "smoke.yaml").sft.datasets[0]
@@ -64,9 +64,9 @@ def conversations(n: int):
 
 
 def run_ours(n: int, out: Path) -> dict:
-    from zephyr_train.config.recipe import load_recipe
+    from zephyr_train.stages import load_recipe
     from zephyr_train.data.builtin import model_dir
-    from zephyr_train.train.sft import run_sft
+    from zephyr_train.stages.sft import run_sft
 
     ds = conversations(n)
     data = out / "data"

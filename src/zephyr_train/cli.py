@@ -12,6 +12,7 @@ import sys
 
 from zephyr_train import __version__
 from zephyr_train.errors import UserError
+from zephyr_train.stages import KINDS, load_recipe
 
 
 def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
@@ -34,16 +35,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"zephyr-train {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sft = commands.add_parser("sft", allow_abbrev=False,
-                              help="supervised fine-tuning (stage 1) from a recipe's sft section",
-                              description="Run the SFT stage of RECIPE on TRL's SFTTrainer.")
-    _add_recipe_args(sft)
-    dpo = commands.add_parser("dpo", allow_abbrev=False,
-                              help="direct preference optimization (stage 2) from a recipe's dpo section",
-                              description="Run the DPO stage of RECIPE on TRL's DPOTrainer, starting from the "
-                              "SFT stage's result when the recipe has an sft section.")
-    _add_recipe_args(dpo)
-    run = commands.add_parser("run", allow_abbrev=False, help="SFT then DPO from one recipe (skips finished stages)",
+    for kind in KINDS.values():  # one subcommand per registered stage kind
+        starts = f", starting from the {kind.starts_from} stage's result when the recipe has an " \
+                 f"{kind.starts_from} section" if kind.starts_from else ""
+        stage = commands.add_parser(kind.name, allow_abbrev=False,
+                                    help=f"{kind.title} from a recipe's {kind.name} section",
+                                    description=f"Run the {kind.label} stage of RECIPE on TRL's "
+                                    f"{kind.trainer_class.rpartition('.')[2]}{starts}.")
+        _add_recipe_args(stage)
+    run = commands.add_parser("run", allow_abbrev=False,
+                              help=f"{' then '.join(k.label for k in KINDS.values())} from one recipe "
+                              "(skips finished stages)",
                               description="Run every stage of RECIPE in order; a stage finished under the same "
                               "settings is skipped, a changed one re-run, an interrupted one resumed.")
     run.add_argument("recipe", help="YAML recipe, e.g. recipes/smoke.yaml")
@@ -180,7 +182,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from zephyr_train.publish.chat import Sampling
+    from zephyr_train.inference.chat import Sampling
     from zephyr_train.publish.demo import run_demo
 
     defaults = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, do_sample=not args.greedy)
@@ -191,51 +193,42 @@ def _demo(args: argparse.Namespace) -> int:
 def _load(args: argparse.Namespace, command: str):
     """The recipe from RECIPE or from a handbook --config, through the preflight's rules and data checks
     (every stage for `run`: a DPO mistake must not wait for SFT to finish)."""
-    from zephyr_train.config.recipe import STAGES, load_recipe
-
     config = getattr(args, "config", None)
     if config and args.recipe and "=" in args.recipe:  # `--config FILE key=value`: no RECIPE
         args.recipe, args.overrides = None, [args.recipe, *args.overrides]
     if (args.recipe is None) == (config is None):
         raise UserError(f"{command}: give one of RECIPE or --config FILE (an alignment-handbook config)")
     if config:
-        from zephyr_train.config.handbook import load_handbook
+        from zephyr_train.stages.handbook import load_handbook
 
         recipe = load_handbook(config, command, args.overrides)
     else:
         recipe = load_recipe(args.recipe, args.overrides)
     from zephyr_train.preflight.check import before_stage
 
-    before_stage(recipe, STAGES if command == "run" else (command,))
+    before_stage(recipe, tuple(KINDS) if command == "run" else (command,))
     return recipe
 
 
-def _sft(args: argparse.Namespace) -> int:
-    recipe = _load(args, "sft")
-    from zephyr_train.train.pipeline import run_stage
+def _stage(args: argparse.Namespace) -> int:
+    """Any registered stage kind's subcommand: `zephyr-train sft|dpo RECIPE`."""
+    recipe = _load(args, args.command)
+    from zephyr_train.pipeline.run import run_stage
 
-    run_stage(recipe, "sft", args.overrides, overwrite=args.overwrite)
-    return 0
-
-
-def _dpo(args: argparse.Namespace) -> int:
-    recipe = _load(args, "dpo")
-    from zephyr_train.train.pipeline import run_stage
-
-    run_stage(recipe, "dpo", args.overrides, overwrite=args.overwrite)
+    run_stage(recipe, args.command, args.overrides, overwrite=args.overwrite)
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
     recipe = _load(args, "run")
-    from zephyr_train.train.pipeline import run_pipeline
+    from zephyr_train.pipeline.run import run_pipeline
 
     run_pipeline(recipe, args.overrides, force=args.force)
     return 0
 
 
 def _chat(args: argparse.Namespace) -> int:
-    from zephyr_train.publish.chat import Sampling, run_chat
+    from zephyr_train.inference.chat import Sampling, run_chat
 
     sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                         top_k=args.top_k, do_sample=not args.greedy, repetition_penalty=args.repetition_penalty)
@@ -244,7 +237,7 @@ def _chat(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from zephyr_train.train.merge import merge_command
+    from zephyr_train.inference.merge import merge_command
 
     print(f"merged model saved in {merge_command(args.adapter_dir, args.out, args.dtype, args.base)}")
     return 0
@@ -264,7 +257,6 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from zephyr_train.config.recipe import load_recipe
     from zephyr_train.preflight import check as preflight
     from zephyr_train.preflight import intended, launcher
     from zephyr_train.preflight.show import show
@@ -315,7 +307,7 @@ def _eval(args: argparse.Namespace) -> int:
     return run_command(args)
 
 
-COMMANDS = {"sft": _sft, "dpo": _dpo, "run": _run, "check": _check, "chat": _chat, "merge": _merge,
+COMMANDS = {**{kind: _stage for kind in KINDS}, "run": _run, "check": _check, "chat": _chat, "merge": _merge,
             "report": _report, "push": _push, "data": _data, "export": _export, "demo": _demo,
             "eval": _eval, "env": _env}
 

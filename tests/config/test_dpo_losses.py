@@ -78,7 +78,7 @@ def test_every_loss_type_runs_and_a_combination_is_the_weighted_sum(tiny_model_d
 def test_trainer_rules_are_one_line_errors_before_loading(settings, trl_error, ours, tiny_model_dir, pairs, tmp_path):
     """What DPOTrainer refuses after the model has loaded, the recipe refuses when it is read."""
     from tests.conftest import SMOKE
-    from zephyr_train.config.recipe import load_recipe
+    from zephyr_train.stages import load_recipe
     from zephyr_train.errors import UserError
 
     overrides = [f"dpo.{k}={v if not isinstance(v, list) else '[' + ','.join(v) + ']'}" for k, v in settings.items()]

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from tests.conftest import cli
-from zephyr_train.config.handbook import load_handbook
+from zephyr_train.stages.handbook import load_handbook
 from zephyr_train.data.chat_template import ZEPHYR
 from zephyr_train.errors import UserError
 

@@ -10,7 +10,7 @@ import yaml
 
 from tests.config.handbook_configs import DPO_FULL, DPO_QLORA, PUBLISHED, SFT_FULL, SFT_QLORA, on_cpu
 from tests.conftest import assert_user_error, cli
-from zephyr_train.config.handbook import load_handbook
+from zephyr_train.stages.handbook import load_handbook
 from zephyr_train.errors import UserError
 
 

@@ -9,9 +9,10 @@ import math
 import pytest
 
 from tests.conftest import SMOKE
-from zephyr_train.config.handbook import to_recipe
+from zephyr_train.stages.handbook import to_recipe
 from zephyr_train.config.lora import NOT_OURS, peft_fields
-from zephyr_train.config.recipe import build_recipe, load_recipe, to_dict
+from zephyr_train.config.recipe import to_dict
+from zephyr_train.stages import build_recipe, load_recipe
 from zephyr_train.errors import UserError
 
 
@@ -30,7 +31,7 @@ def test_schema_is_peft_loraconfig():
 
 
 def test_peft_fields_reach_loraconfig():
-    from zephyr_train.train.modeling import lora_config
+    from zephyr_train.inference.modeling import lora_config
 
     recipe = load_recipe(SMOKE, ["sft.lora.use_dora=true", "sft.lora.lora_alpha=32",
                                  "sft.lora.layers_to_transform=[0, 2]", "sft.lora.init_lora_weights=pissa_niter_4",
@@ -103,7 +104,7 @@ def test_dora_sft_then_rslora_dpo_hand_over(tmp_path):
     Both stages use a TRL family's template (qwen2_5, ChatML) with its training twin; the models keep the
     inference form."""
     from zephyr_train.preflight.check import before_stage
-    from zephyr_train.train.pipeline import run_stage
+    from zephyr_train.pipeline.run import run_stage
 
     out = tmp_path / "run"
     recipe = load_recipe(SMOKE, ["sft.max_steps=2", "sft.max_length=128", "sft.eval=null", "sft.lora.r=4",

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, SMOKE
-from zephyr_train.config.recipe import fingerprint, load_recipe, save_resolved
+from zephyr_train.config.recipe import fingerprint, save_resolved
+from zephyr_train.stages import load_recipe
 from zephyr_train.config.trainer_fields import coerce, trainer_fields
 from zephyr_train.errors import UserError
 
@@ -125,7 +126,7 @@ def test_coerce():
 
 def test_help_and_validation_import_no_torch():
     code = ("import sys; from zephyr_train.cli import build_parser; "
-            "from zephyr_train.config.recipe import load_recipe; "
+            "from zephyr_train.stages import load_recipe; "
             f"load_recipe({str(SMOKE)!r}); build_parser().format_help(); "
             "bad = [m for m in ('torch', 'transformers', 'trl', 'datasets') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")

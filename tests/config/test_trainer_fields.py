@@ -12,7 +12,7 @@ import enum
 import pytest
 
 from tests.conftest import SMOKE
-from zephyr_train.config.recipe import load_recipe
+from zephyr_train.stages import load_recipe
 from zephyr_train.config.trainer_fields import check_value, trainer_fields
 from zephyr_train.errors import UserError
 

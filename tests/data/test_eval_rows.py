@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.data.test_mixture import convo, stage, write_jsonl
-from zephyr_train.config.recipe import load_recipe
+from zephyr_train.stages import load_recipe
 from zephyr_train.data.mixture import load_mixture
 from zephyr_train.errors import UserError
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.conftest import SMOKE
-from zephyr_train.config.recipe import load_recipe
+from zephyr_train.stages import load_recipe
 from zephyr_train.data.mixture import clean_conversations, conversation_problem, load_mixture
 from zephyr_train.errors import UserError
 

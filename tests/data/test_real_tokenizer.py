@@ -38,7 +38,7 @@ def mistral_dir():
 def mistral(mistral_dir):
     """As a user's run loads it (`modeling.load_tokenizer`): pad set to EOS, since Mistral has none."""
     from zephyr_train.config.recipe import ModelSpec
-    from zephyr_train.train.modeling import load_tokenizer
+    from zephyr_train.inference.modeling import load_tokenizer
 
     return load_tokenizer(str(mistral_dir), ModelSpec(name_or_path=str(mistral_dir)), ZEPHYR)
 
@@ -107,7 +107,7 @@ def test_dpo_boundary_equals_inference_tokenization(mistral_dir, mistral, tmp_pa
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
 
-    from zephyr_train.train.dpo import with_bos
+    from zephyr_train.stages.dpo import with_bos
 
     prompt = REAL[0][:4]
     rows = [{"prompt": prompt, "chosen": [REAL[0][4]], "rejected": [{"role": "assistant", "content": "No."}]},

@@ -7,7 +7,8 @@ import yaml
 
 from tests.conftest import SMOKE, assert_user_error, cli
 from zephyr_train.config.evaluation import PAPER_TASKS
-from zephyr_train.config.recipe import build_recipe, load_recipe, to_dict
+from zephyr_train.config.recipe import to_dict
+from zephyr_train.stages import build_recipe, load_recipe
 from zephyr_train.errors import UserError
 
 

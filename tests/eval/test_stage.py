@@ -16,7 +16,8 @@ from tests.conftest import SMOKE, assert_user_error, cli
 from tests.eval.judge_server import JudgeServer
 from tests.eval.test_mt_bench import SECRET, rating_by_question
 from zephyr_train import run_files
-from zephyr_train.config.recipe import build_recipe, fingerprint, save_resolved
+from zephyr_train.config.recipe import fingerprint, save_resolved
+from zephyr_train.stages import build_recipe
 
 
 def finished_run(tmp_path: Path, tiny_model_dir: Path, eval_section: dict):
@@ -41,7 +42,7 @@ def finished_run(tmp_path: Path, tiny_model_dir: Path, eval_section: dict):
 @pytest.mark.slow
 def test_run_evaluates_sft_and_final_model_then_skips(tmp_path, tiny_model_dir, eval_inputs, monkeypatch, capsys):
     """`run_pipeline` in this process (the CLI's `run` is this call after the recipe checks)."""
-    from zephyr_train.train.pipeline import run_pipeline
+    from zephyr_train.pipeline.run import run_pipeline
 
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     with JudgeServer(rating_by_question) as server:

@@ -22,7 +22,7 @@ def fake_model(path: Path) -> Path:
 
 
 def test_resolve_run_stage_and_merged_dirs(tmp_path):
-    from zephyr_train.export.source import resolve
+    from zephyr_train.inference.source import resolve
 
     run = tmp_path / "run"
     merged = fake_model(run / "dpo" / "merged")

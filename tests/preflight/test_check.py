@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import ROOT, SMOKE
 from zephyr_train.cli import main
-from zephyr_train.config.recipe import load_recipe
+from zephyr_train.stages import load_recipe
 from zephyr_train.preflight import check as preflight
 from zephyr_train.preflight import launcher, memory
 from zephyr_train.preflight.architectures import MISTRAL_7B, architecture_of

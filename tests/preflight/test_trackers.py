@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from tests.conftest import SMOKE, assert_user_error, cli
-from zephyr_train.config.recipe import load_recipe
+from zephyr_train.stages import load_recipe
 from zephyr_train.preflight import trackers
 
 
@@ -54,7 +54,7 @@ def test_trackio_logs_a_stage_offline(tmp_path, monkeypatch):
     from trackio.sqlite_storage import SQLiteStorage
 
     from zephyr_train.preflight.check import before_stage
-    from zephyr_train.train.pipeline import run_stage
+    from zephyr_train.pipeline.run import run_stage
 
     project = f"zt-test-{uuid.uuid4().hex[:8]}"  # unique, should trackio have been imported before
     out = tmp_path / "run"

@@ -45,7 +45,8 @@ def run_dir(tmp_path_factory, tiny_model_dir):
 @pytest.fixture(scope="module")
 def expected(run_dir):
     """The terminal chat's greedy answers of each model to PROMPT."""
-    from zephyr_train.publish import chat, demo
+    from zephyr_train.inference import chat
+    from zephyr_train.publish import demo
 
     sampling = demo.sampling_from(*KNOBS)
     answers = {}
@@ -60,7 +61,8 @@ def expected(run_dir):
 def served(run_dir, expected, monkeypatch_module):
     """The demo app, launched in this process on a free port, its controls starting at KNOBS; records
     every model load (a wrapper around the real loader, not a mock)."""
-    from zephyr_train.publish import chat, demo
+    from zephyr_train.inference import chat
+    from zephyr_train.publish import demo
 
     loads = []
     real_load = chat.load

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SMOKE, cli
-from zephyr_train.config.recipe import load_recipe, save_resolved
+from zephyr_train.config.recipe import save_resolved
+from zephyr_train.stages import load_recipe
 from zephyr_train.errors import UserError
 from zephyr_train.publish import hub
 

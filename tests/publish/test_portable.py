@@ -9,7 +9,8 @@ import shutil
 from pathlib import Path
 
 from tests.conftest import SMOKE
-from zephyr_train.publish import portable, stage_cards
+from zephyr_train.inference import portable
+from zephyr_train.publish import stage_cards
 
 
 def test_portable_base_rules(tmp_path):
@@ -46,7 +47,7 @@ def test_moved_run_folder_still_loads(tmp_path, tiny_model_dir, monkeypatch):
     with torch.no_grad():
         expected = adapter(ids).logits
 
-    from zephyr_train.config.recipe import load_recipe
+    from zephyr_train.stages import load_recipe
 
     recipe = load_recipe(SMOKE, [f"output_dir={run}", "sft.lora.r=4", "dpo.lora.r=4"])
     cards = stage_cards.finish_stage(recipe, "dpo", run / "dpo")  # what a finished stage does

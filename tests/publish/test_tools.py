@@ -88,7 +88,7 @@ def test_merge_rejects_a_model_dir(tiny_model_dir, tmp_path):
 
 
 def test_chat_prompt_answers_like_the_library(adapter_dir, tiny_model_dir):
-    from zephyr_train.publish import chat
+    from zephyr_train.inference import chat
 
     done = cli("chat", str(tiny_model_dir), "--prompt", "What is a=b?", "--system", "Be brief.", "--greedy",
                "--max-new-tokens", "12")

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from zephyr_train.train import dpo
+from zephyr_train.stages import dpo
 from zephyr_train.train.patches import dpo_log_probs, prompt_length
 
 

@@ -128,7 +128,8 @@ def test_auto_picks_dense_without_triton():
 
 def test_lm_head_recipe_key():
     from tests.conftest import SMOKE
-    from zephyr_train.config.recipe import load_recipe, to_dict
+    from zephyr_train.config.recipe import to_dict
+    from zephyr_train.stages import load_recipe
     from zephyr_train.errors import UserError
 
     assert load_recipe(SMOKE).dpo.lm_head == "auto" and "lm_head" not in to_dict(load_recipe(SMOKE))["dpo"]

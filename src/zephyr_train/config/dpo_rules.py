@@ -13,22 +13,22 @@ import ast
 from functools import cache
 from typing import Any
 
-from zephyr_train.config.trainer_fields import TRAINER_MODULES, module_file, trainer_fields
+from zephyr_train.config.trainer_fields import Field, module_file
 from zephyr_train.errors import UserError
 
 
 @cache
-def f_divergence_losses() -> frozenset[str]:
+def f_divergence_losses(trainer_module: str = "trl.trainer.dpo_trainer") -> frozenset[str]:
     """`f_divergence_loss_types` as DPOTrainer defines it."""
-    tree = ast.parse(module_file(TRAINER_MODULES["dpo"]).read_text(encoding="utf-8"))
+    tree = ast.parse(module_file(trainer_module).read_text(encoding="utf-8"))
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "f_divergence_loss_types":
             return frozenset(ast.literal_eval(node.value))
     return frozenset()
 
 
-def check_losses(trainer: dict[str, Any], source: str, name: str = "dpo") -> None:
-    fields = trainer_fields("dpo")
+def check_losses(trainer: dict[str, Any], source: str, name: str, fields: dict[str, Field]) -> None:
+    """`trainer`: the section's TRL fields as the recipe sets them; `fields`: the config's (for defaults)."""
 
     def value(key: str) -> Any:
         return trainer.get(key, fields[key].default)

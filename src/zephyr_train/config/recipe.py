@@ -2,9 +2,13 @@
 
 Layout (see recipes/smoke.yaml): shared `model`, `chat_template` and `output_dir` at the top, then
 one section per stage (`sft`, and `dpo` for the next stage). A stage section holds its data mixture
-(`datasets`, `eval`), its `lora` settings and every field of the TRL trainer config under its own
-name (`learning_rate`, `packing`, ...). Command-line `key=value` overrides (dotted for nesting) win
-over the file. Every key is checked against the schema, trainer fields against the installed TRL.
+(`datasets`, `eval`), its `lora` settings, the kind's own keys (`StageKind.options`) and every field of
+the TRL trainer config under its own name (`learning_rate`, `packing`, ...). Command-line `key=value`
+overrides (dotted for nesting) win over the file. Every key is checked against the schema, trainer
+fields against the installed TRL.
+
+This module knows no stage kind by name: which sections exist, their defaults and their rules come from
+the registry (`stages.KINDS`) handed to `build_recipe`; `stages.load_recipe` is the entry point to use.
 """
 
 from __future__ import annotations
@@ -14,21 +18,21 @@ import difflib
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from zephyr_train.config.dpo_rules import check_losses
 from zephyr_train.config.evaluation import build_evaluation
 from zephyr_train.config.lora import Lora, build_lora
 from zephyr_train.config.secrets import redact
-from zephyr_train.config.trainer_fields import check_value, coerce, trainer_fields
+from zephyr_train.config.stage_kind import StageKind
+from zephyr_train.config.trainer_fields import check_value, coerce
 from zephyr_train.errors import UserError
 from zephyr_train.run_files import RESOLVED_RECIPE
 
-STAGES = ("sft", "dpo")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -80,21 +84,24 @@ class EvalSpec:
 
 @dataclass
 class Stage:
-    """One training stage of a recipe; `kind` ("sft" or "dpo") is the section it was read from."""
+    """One training stage of a recipe: the section `kind` it was read from, and what that kind declares."""
 
-    kind: str = "sft"
+    spec: StageKind = field(repr=False, compare=False)
     datasets: list[DatasetSpec] = field(default_factory=list)
     eval: EvalSpec | None = None
     lora: Lora | None = None
-    max_prompt_length: int | None = None  # dpo: prompts cut to their last N tokens (TRL 1.16 has no such field)
-    lm_head: str = "auto"  # dpo: auto | dense | trl, the log-prob head (train/patches/dpo_log_probs.py)
+    options: Any = None  # the kind's own keys (an instance of `spec.options`, e.g. DPO's max_prompt_length)
     trainer: dict[str, Any] = field(default_factory=dict)  # TRL config fields, by their TRL names
+
+    @property
+    def kind(self) -> str:
+        return self.spec.name
 
     def setting(self, name: str) -> Any:
         """The value the trainer will use for a TRL config field: the recipe's, else the installed TRL's
         default (read from its source, never retyped here)."""
         value = self.trainer.get(name)
-        return trainer_fields(self.kind)[name].default if value is None else value
+        return self.spec.fields()[name].default if value is None else value
 
 
 @dataclass
@@ -112,10 +119,11 @@ class Hub:
 @dataclass
 class Recipe:
     model: ModelSpec
+    kinds: Mapping[str, StageKind] = field(repr=False, compare=False)  # the registry it was read with, in run order
     chat_template: str = "auto"  # the tokenizer's own (Zephyr's for a template-less base); see data/chat_template.py
     output_dir: str = "runs/default"
-    sft: Stage | None = None
-    dpo: Stage | None = None
+    sections: dict[str, Stage] = field(default_factory=dict)  # its stage sections, by kind, in run order
+    patches: bool = True  # false: every TRL patch off, plain TRL (train/patches/), to compare in one run
     hub: Hub | None = None
     eval: Any = None  # config.evaluation.Evaluation: the run's last stage (benchmarks), when the recipe has one
     launch: dict | None = None  # how it is meant to be launched: {accelerate_config, gpus}; read by preflight/intended
@@ -123,43 +131,34 @@ class Recipe:
 
     def stage(self, kind: str) -> Stage | None:
         """The section of this kind, None when the recipe has none (e.g. a DPO-only recipe's sft)."""
-        if kind not in STAGES:
-            raise ValueError(f"unknown stage kind {kind!r}")
-        return getattr(self, kind)
+        if kind not in self.kinds:
+            raise ValueError(f"unknown stage kind {kind!r}; known: {', '.join(self.kinds)}")
+        return self.sections.get(kind)
 
     @property
     def stages(self) -> list[Stage]:
-        """The recipe's stages in the order a run trains them."""
-        return [s for s in (self.sft, self.dpo) if s is not None]
+        """The recipe's stages in the order a run trains them (the registry's order)."""
+        return [self.sections[kind] for kind in self.kinds if kind in self.sections]
+
+    def upstream(self, kind: str) -> Stage | None:
+        """The section whose result stage `kind` starts from (DPO: the SFT section), None to start from the model."""
+        before = self.kinds[kind].starts_from
+        return self.sections.get(before) if before else None
 
     def stage_dir(self, kind: str) -> Path:
         section = self.stage(kind)  # None for a DPO-only recipe asking where SFT would be
         return Path((section.trainer.get("output_dir") if section else None) or Path(self.output_dir) / kind)
 
 
-# Our defaults where TRL's are wrong for these users; each is written into the resolved recipe.
-STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "sft": {
-        "packing": True,  # padding-free best-fit packing; block-diagonal attention keeps examples apart
-        "max_length": 2048,  # the paper's sequence length
-        "assistant_only_loss": True,  # train on assistant turns and their EOS only
-        "activation_checkpointing": False,  # costs ~30% speed; turn on when memory needs it
-        "bf16": False,  # precision is what the recipe says: fp32 unless bf16/fp16 is asked for
-        "report_to": "none",
-        "logging_steps": 10,
-        "logging_first_step": True,  # so the summary's first loss is step 1's, not a 10-step mean
-        "save_strategy": "steps",
-        "save_steps": 500,
-        "seed": 42,
-    },
-    "dpo": {
-        "activation_checkpointing": False,
-        "bf16": False,
-        "report_to": "none",
-        "logging_steps": 10,
-        "logging_first_step": True,
-        "seed": 42,
-    },
+# Our defaults for every stage where TRL's are wrong for these users (a kind adds its own in
+# `StageKind.defaults`); each is written into the resolved recipe.
+COMMON_DEFAULTS: dict[str, Any] = {
+    "activation_checkpointing": False,  # costs ~30% speed; turn on when memory needs it
+    "bf16": False,  # precision is what the recipe says: fp32 unless bf16/fp16 is asked for
+    "report_to": "none",
+    "logging_steps": 10,
+    "logging_first_step": True,  # so the summary's first loss is step 1's, not a 10-step mean
+    "seed": 42,
 }
 
 # transformers 5 renamed these; the old names (used by the public recipes) still mean the same.
@@ -172,15 +171,16 @@ _OWNED_FIELDS = {"model_init_kwargs": "model", "chat_template_path": "chat_templ
 # --- loading ---------------------------------------------------------------------------------------
 
 
-def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
-    """Parse, override and validate a recipe file; every problem is a one-line UserError."""
+def load_recipe(path: str | Path, overrides: list[str], kinds: Mapping[str, StageKind]) -> Recipe:
+    """Parse, override and validate a recipe file with the stage kinds of `kinds` (`stages.load_recipe` passes
+    the registry); every problem is a one-line UserError."""
     path = Path(path)
     raw = read_yaml(path, "recipe file not found; pass a YAML file such as recipes/smoke.yaml")
     if not isinstance(raw, dict):
         raise UserError(f"{path}: a recipe is a mapping of keys (model, sft, ...), got {type(raw).__name__}")
     for item in overrides:
         apply_override(raw, item, path)
-    return build_recipe(raw, str(path))
+    return build_recipe(raw, str(path), kinds)
 
 
 def read_yaml(path: Path, missing: str) -> Any:
@@ -256,9 +256,7 @@ def build_section(cls: type, raw: Any, source: str, where: str) -> Any:
         if key not in known:
             raise _unknown(source, where, str(key), list(known))
         annotation = str(known[key].type)
-        nested = {"Quantization": Quantization, "EvalSpec": EvalSpec}.get(
-            annotation.split(" |")[0]
-        )
+        nested = {"Quantization": Quantization, "EvalSpec": EvalSpec}.get(annotation.split(" |")[0])
         if nested and value is not None:
             values[key] = build_section(nested, value, source, f"{where}{key}.")
             continue
@@ -269,12 +267,14 @@ def build_section(cls: type, raw: Any, source: str, where: str) -> Any:
     return cls(**values)
 
 
-def _build_stage(name: str, raw: Any, source: str) -> Stage:
+def _build_stage(kind: StageKind, raw: Any, source: str) -> Stage:
+    name = kind.name
     if not isinstance(raw, dict):
         raise UserError(f"{source}: {name} must be a mapping (datasets, lora, trainer fields), got {raw!r}")
-    fields = trainer_fields(name)
-    own = {"datasets", "eval", "lora"} | ({"max_prompt_length", "lm_head"} if name == "dpo" else set())
-    stage = Stage(kind=name, trainer=dict(STAGE_DEFAULTS[name]))
+    fields = kind.fields()
+    options = {f.name for f in dataclasses.fields(kind.options)} if kind.options else set()
+    own = {"datasets", "eval", "lora"} | options
+    stage = Stage(spec=kind, trainer={**COMMON_DEFAULTS, **kind.defaults})
     for key, value in raw.items():
         if key in own:
             continue
@@ -296,34 +296,33 @@ def _build_stage(name: str, raw: Any, source: str) -> Stage:
         stage.eval = build_section(EvalSpec, raw["eval"], source, f"{name}.eval.")
     if raw.get("lora") is not None:
         stage.lora = build_lora(raw["lora"], source, f"{name}.lora.")  # every PEFT LoraConfig field
-    if raw.get("max_prompt_length") is not None:
-        try:
-            stage.max_prompt_length = coerce(raw["max_prompt_length"], "int")
-        except ValueError as err:
-            raise UserError(f"{source}: {name}.max_prompt_length {err}") from None
-    if raw.get("lm_head") is not None:
-        if raw["lm_head"] not in ("auto", "dense", "trl"):
-            raise UserError(f"{source}: {name}.lm_head must be auto, dense or trl, got {raw['lm_head']!r}")
-        stage.lm_head = raw["lm_head"]
+    if kind.options is not None:  # the kind's own keys, typed and checked by the options dataclass
+        given = {key: value for key, value in raw.items() if key in options and value is not None}
+        stage.options = build_section(kind.options, given, source, f"{name}.")
     return stage
 
 
-def build_recipe(raw: dict, source: str) -> Recipe:
-    top = {"model", "chat_template", "output_dir", "hub", "eval", "launch", *STAGES}
+def build_recipe(raw: dict, source: str, kinds: Mapping[str, StageKind]) -> Recipe:
+    top = {"model", "chat_template", "output_dir", "patches", "hub", "eval", "launch", *kinds}
     for key in raw:
         if key not in top:
             raise _unknown(source, "", str(key), sorted(top))
     if not isinstance(raw.get("model"), dict) or not raw["model"].get("name_or_path"):
         raise UserError(f"{source}: model.name_or_path is required (a Hub id, a local path or builtin:tiny-mistral)")
-    recipe = Recipe(model=build_section(ModelSpec, raw["model"], source, "model."), source=source)
+    recipe = Recipe(model=build_section(ModelSpec, raw["model"], source, "model."), kinds=kinds, source=source)
     for key in ("chat_template", "output_dir"):
         if raw.get(key) is not None:
             if not isinstance(raw[key], str):
                 raise UserError(f"{source}: {key} expects str, got {raw[key]!r}")
             setattr(recipe, key, raw[key])
-    for name in STAGES:
+    if raw.get("patches") is not None:
+        try:
+            recipe.patches = coerce(raw["patches"], "bool")
+        except ValueError as err:
+            raise UserError(f"{source}: patches {err} (false: plain TRL, every patch off)") from None
+    for name, kind in kinds.items():
         if raw.get(name) is not None:
-            setattr(recipe, name, _build_stage(name, raw[name], source))
+            recipe.sections[name] = _build_stage(kind, raw[name], source)
     if raw.get("hub") is not None:
         recipe.hub = build_section(Hub, raw["hub"], source, "hub.")
     if "eval" in raw:
@@ -366,12 +365,11 @@ def validate(recipe: Recipe) -> None:
             if ev.rows is not None and ev.rows < 1:
                 raise UserError(f"{src}: {name}.eval.rows is a row count to carve from train, 1 or more; got {ev.rows}")
         weights = stage.trainer.get("loss_weights")
-        losses = stage.trainer.get("loss_type", getattr(trainer_fields(name).get("loss_type"), "default", None))
+        losses = stage.trainer.get("loss_type", getattr(stage.spec.fields().get("loss_type"), "default", None))
         if weights is not None and isinstance(losses, list) and len(weights) != len(losses):  # DPOConfig.__post_init__
             raise UserError(f"{src}: {name}.loss_weights has {len(weights)} weights for {len(losses)} loss_type "
                             f"entries ({', '.join(losses)}); give one weight per loss")
-        if name == "dpo":
-            check_losses(stage.trainer, src)  # DPOTrainer's own rules, before any model loads
+        stage.spec.validate(stage, src)  # the kind's own rules (DPO: DPOTrainer's loss rules), before any model loads
         bf16, fp16 = stage.trainer.get("bf16"), stage.trainer.get("fp16")
         if bf16 and fp16:
             raise UserError(f"{src}: {name} sets both bf16 and fp16; keep one")
@@ -394,15 +392,17 @@ def to_dict(recipe: Recipe) -> dict[str, Any]:
         "chat_template": recipe.chat_template,
         "output_dir": recipe.output_dir,
     }
+    if not recipe.patches:  # absent when on: older fingerprints stay valid
+        out["patches"] = False
     for stage in recipe.stages:
-        body = dataclasses.asdict(stage)
-        del body["kind"]  # the section name says it
-        if stage.lora is not None:
-            body["lora"] = stage.lora.as_dict()  # PEFT fields beside ours, as the recipe writes them
-        for key, default in (("max_prompt_length", None), ("lm_head", "auto")):  # dpo only; absent keeps
-            if body[key] == default:  # older fingerprints
-                del body[key]
-        out[stage.kind] = {**body.pop("trainer"), **body}
+        body = {"datasets": [dataclasses.asdict(d) for d in stage.datasets],
+                "eval": dataclasses.asdict(stage.eval) if stage.eval else None,
+                "lora": stage.lora.as_dict() if stage.lora else None}  # PEFT fields beside ours, as written
+        if stage.options is not None:  # the kind's own keys, only where they differ from their default
+            defaults = stage.spec.options()
+            body.update({f.name: getattr(stage.options, f.name) for f in dataclasses.fields(stage.options)
+                         if getattr(stage.options, f.name) != getattr(defaults, f.name)})
+        out[stage.kind] = {**stage.trainer, **body}
     if recipe.hub is not None:
         out["hub"] = dataclasses.asdict(recipe.hub)
     if recipe.eval is not None:
@@ -418,10 +418,10 @@ def save_resolved(recipe: Recipe, directory: Path, overrides: list[str] = ()) ->
     return path
 
 
-def load_resolved(stage_dir: Path) -> Recipe:
+def load_resolved(stage_dir: Path, kinds: Mapping[str, StageKind]) -> Recipe:
     """The recipe a stage was made with, as `save_resolved` recorded it (for push and report)."""
     path = stage_dir / RESOLVED_RECIPE
-    return build_recipe(read_yaml(path, "not found; was this directory made by zephyr-train?"), str(path))
+    return build_recipe(read_yaml(path, "not found; was this directory made by zephyr-train?"), str(path), kinds)
 
 
 # Trainer fields that change how a run is watched or stored, not what it computes.
@@ -437,7 +437,10 @@ def fingerprint(recipe: Recipe, stage: str) -> dict[str, Any]:
     resolved = to_dict(recipe)
     settings = {k: v for k, v in resolved[stage].items() if not _NOT_FINGERPRINTED.match(k)}
     settings = {"model": resolved["model"], "chat_template": resolved["chat_template"], stage: settings}
-    if stage == "dpo" and recipe.sft is not None:  # DPO starts from the SFT result: its settings count too
-        settings["sft"] = fingerprint(recipe, "sft")["digest"]
+    if "patches" in resolved:
+        settings["patches"] = resolved["patches"]
+    upstream = recipe.upstream(stage)
+    if upstream is not None:  # DPO starts from the SFT result: its settings count too
+        settings[upstream.kind] = fingerprint(recipe, upstream.kind)["digest"]
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return {"digest": digest, "settings": settings}

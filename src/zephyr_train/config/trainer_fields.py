@@ -24,13 +24,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-# Where each trainer config class lives, as (top-level package, module path inside it, class name).
-TRAINER_CONFIGS = {
-    "sft": ("trl", "trainer.sft_config", "SFTConfig"),
-    "dpo": ("trl", "trainer.dpo_config", "DPOConfig"),
-}
-# Where each trainer lives: list items are checked against the constants it compares them with.
-TRAINER_MODULES = {"sft": "trl.trainer.sft_trainer", "dpo": "trl.trainer.dpo_trainer"}
 # Packages that re-export lazily from `__init__`: where the class is really defined.
 _REEXPORTS = {("transformers", "TrainingArguments"): "transformers.training_args"}
 
@@ -208,11 +201,13 @@ def dataclass_fields(module: str, class_name: str) -> dict[str, Field]:
 
 
 @cache
-def trainer_fields(stage: str) -> dict[str, Field]:
-    """All dataclass fields of the trainer config used by `stage` ("sft" or "dpo")."""
-    package, module, class_name = TRAINER_CONFIGS[stage]
-    fields = class_fields(f"{package}.{module}", class_name)
-    _item_choices(TRAINER_MODULES[stage], fields)
+def trainer_fields(config: str, trainer_module: str) -> dict[str, Field]:
+    """All dataclass fields of a trainer config (dotted: `trl.trainer.sft_config.SFTConfig`); list items are
+    checked against the constants the trainer in `trainer_module` compares them with. A stage kind names
+    both (`config.stage_kind.StageKind`)."""
+    module, _, class_name = config.rpartition(".")
+    fields = class_fields(module, class_name)
+    _item_choices(trainer_module, fields)
     return fields
 
 

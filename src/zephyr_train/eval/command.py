@@ -52,7 +52,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     from zephyr_train.errors import UserError
-    from zephyr_train.publish.chat import check_model_dir
+    from zephyr_train.inference.chat import check_model_dir
 
     model_dir = check_model_dir(args.model_dir)
     out = Path(args.out)

@@ -53,7 +53,7 @@ class Generator:
     """Loads a model once and answers many requests."""
 
     def __init__(self, model_dir: str | Path, backend: str = "auto", batch_size: int = 8, seed: int = 42) -> None:
-        from zephyr_train.publish import chat
+        from zephyr_train.inference import chat
 
         self.model_dir = chat.check_model_dir(model_dir)
         self.backend = pick_backend(backend)

@@ -17,6 +17,7 @@ from typing import Any
 from zephyr_train.config.recipe import Recipe, fingerprint
 from zephyr_train.eval import store
 from zephyr_train.run_files import EVAL, SUMMARY
+from zephyr_train.train.results import StageResult
 
 FINGERPRINT = "eval_fingerprint.json"
 
@@ -54,9 +55,9 @@ def preflight(recipe: Recipe) -> None:
         check_tasks(spec.lm_eval.tasks, spec.lm_eval.include_path)
 
 
-def model_of(result: dict) -> Path:
+def model_of(result: StageResult) -> Path:
     """The model a stage hands on: the merged model of a LoRA stage, else its output."""
-    return Path(result.get("merged_model_dir") or result["model_dir"])
+    return Path(result.final_model)
 
 
 def bench_fingerprint(recipe: Recipe, kind: str, bench: str) -> str:
@@ -102,7 +103,7 @@ def run_bench(recipe: Recipe, kind: str, bench: str, model_dir: Path, folder: Pa
     return summary
 
 
-def run_eval_stage(recipe: Recipe, results: dict[str, dict], force: bool = False) -> dict:
+def run_eval_stage(recipe: Recipe, results: dict[str, StageResult | None], force: bool = False) -> dict:
     """Evaluate each trained stage's model on every bench; returns {"models": {stage: {bench: summary}}}
     and writes it to OUTPUT_DIR/eval/summary.json."""
     spec = recipe.eval

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from zephyr_train.export.source import ModelSource, final_model_of
+from zephyr_train.inference.source import ModelSource, final_model_of
 from zephyr_train.run_files import RESOLVED_RECIPE
 
 STOP_WORDS = ("<|system|>", "<|user|>", "<|assistant|>")

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from zephyr_train.errors import UserError
-from zephyr_train.export import source as sources
+from zephyr_train.inference import source as sources
 
 QUANTS = ("f16", "q8_0", "q4_k_m")
 ARCHITECTURES = ("MistralForCausalLM", "LlamaForCausalLM")

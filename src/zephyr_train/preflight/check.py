@@ -2,8 +2,9 @@
 
 Offline, no weights, no downloads, no torch: the recipe's cross-field rules, its local data (columns,
 roles, the first rows rendered with the chat template), and per-GPU memory, optimizer steps, tokens
-and global batch of each stage on the hardware named. The same rules run at the start of `sft`,
-`dpo` and `run`, so a bad recipe fails before the model loads.
+and global batch of each stage on the hardware named. The same rules run at the start of every stage
+command and `run`, so a bad recipe fails before the model loads. What is particular to a stage kind
+(its columns, rows, learning-rate range, rules) is read from its `StageKind`, through `Stage.spec`.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from zephyr_train.config import lora
-from zephyr_train.config.recipe import STAGES, Recipe
+from zephyr_train.config.recipe import Recipe
 from zephyr_train.data import chat_template, mixture
 from zephyr_train.errors import UserError
 from zephyr_train.preflight import intended, launcher, memory, trackers
@@ -32,11 +32,7 @@ PUBLISHED_ROWS = {("HuggingFaceH4/ultrachat_200k", "train_sft"): 207_865,
                   ("HuggingFaceH4/ultrachat_200k", "test_sft"): 23_110,
                   ("HuggingFaceH4/ultrafeedback_binarized", "train_prefs"): 61_135,
                   ("HuggingFaceH4/ultrafeedback_binarized", "test_prefs"): 2_000}
-# Peak learning rates that make sense per (stage, LoRA?); outside them a run usually diverges or idles.
-LR_RANGES = {("sft", False): (1e-6, 1e-4), ("sft", True): (1e-5, 1e-3),
-             ("dpo", False): (1e-8, 1e-5), ("dpo", True): (1e-7, 1e-4)}
 FIRST_ROWS = 5
-NEEDED_COLUMNS = {"sft": ["messages"], "dpo": ["chosen", "rejected"]}
 
 
 @dataclass
@@ -67,10 +63,8 @@ def rules(recipe: Recipe, launch: Launch, hardware: Hardware, arch: Architecture
             f"{src}: 4-bit weights under {launch.name} are sharded as {quant.bnb_4bit_quant_storage or 'uint8'} "
             f"tensors; set model.quantization.bnb_4bit_quant_storage: {quant.bnb_4bit_compute_dtype} (the compute "
             "dtype) so they shard and gather with the rest of the model")
-    for name in STAGES:
-        stage = recipe.stage(name)
-        if stage is not None:
-            _stage_rules(recipe, name, launch, hardware, arch, report)
+    for stage in recipe.stages:
+        _stage_rules(recipe, stage.kind, launch, hardware, arch, report)
     report.errors.extend(trackers.problems(recipe))  # every report_to package installed, before anything is written
     report.errors.extend(f"{src}: {p}" for s in recipe.stages if s.lora and arch and (p := lora_target_problem(
         arch, s.lora.target_modules, f"{s.kind}.lora")))
@@ -99,40 +93,31 @@ def _precision_rules(recipe: Recipe, name: str, launch: Launch, hardware: Hardwa
 
 
 def _objective_rules(recipe: Recipe, name: str, report: Report) -> None:
-    """The loss can learn something: template spans, beta, learning rate, an eval set when one is asked for."""
+    """The loss can learn something: the kind's rules (template spans, beta), the learning rate, an eval set
+    when one is asked for."""
     src, stage = recipe.source, recipe.stage(name)
     args = stage.trainer
-    templates = chat_template.resolve(recipe.chat_template, src, recipe.model)  # None: auto, tokenizer not on disk
-    if name == "sft" and templates is not None:
-        training = templates[1]
-        try:
-            chat_template.check_trainable(training, args.get("assistant_only_loss", False), src)
-        except UserError as err:
-            report.errors.append(str(err))
-    if name == "dpo" and stage.setting("beta") <= 0:
-        report.errors.append(f"{src}: dpo.beta must be > 0 (Zephyr used 0.1; the current public recipe 0.01)")
+    report.errors.extend(stage.spec.rules(recipe, stage))
     lr = args.get("learning_rate")
-    low, high = LR_RANGES[(name, stage.lora is not None)]
+    low, high = stage.spec.lr_sane(stage.lora is not None)
     if lr is not None and not recipe.model.name_or_path.startswith("builtin:") and not low <= lr <= high:
         kind = "LoRA" if stage.lora is not None else "full fine-tuning"
         report.warnings.append(f"{src}: {name}.learning_rate {lr:g} is outside {low:g}-{high:g}, the usual range "
-                               f"for {name.upper()} with {kind} (Zephyr: SFT 2e-5 full / 2e-4 LoRA, DPO 5e-7 / 5e-6)")
+                               f"for {stage.spec.label} with {kind} (Zephyr: SFT 2e-5 full / 2e-4 LoRA, DPO 5e-7 / "
+                               "5e-6)")
     evaluates = str(args.get("eval_strategy", "no")).lower() not in ("no", "none", "false") or args.get("do_eval")
     if evaluates and stage.eval is None:
         report.errors.append(f"{src}: {name}.eval_strategy asks for evaluation but {name} has no eval section; add "
-                             f"{name}.eval.split (e.g. {'test_sft' if name == 'sft' else 'test_prefs'}) or set "
+                             f"{name}.eval.split (e.g. {stage.spec.eval_split}) or set "
                              f"{name}.eval_strategy=no")
 
 
 def _length_rules(recipe: Recipe, name: str, arch: Architecture | None, report: Report) -> None:
     src, stage = recipe.source, recipe.stage(name)
-    max_length, prompt = stage.trainer.get("max_length"), stage.max_prompt_length
+    max_length = stage.trainer.get("max_length")
     if arch is not None and max_length and max_length > arch.max_position_embeddings:
         report.errors.append(f"{src}: {name}.max_length {max_length} is above the model's context of "
                              f"{arch.max_position_embeddings} tokens")
-    if prompt is not None and (max_length is None or prompt >= max_length):
-        report.errors.append(f"{src}: {name}.max_prompt_length {prompt} must be below {name}.max_length "
-                             f"{max_length}, or no answer token is left to compare (public recipe: 512 of 1024)")
 
 
 # --- data ----------------------------------------------------------------------------------------
@@ -175,7 +160,7 @@ def first_rows(path: Path, split: str, limit: int = FIRST_ROWS) -> tuple[list[di
     return data[:limit], list(data[0]) if data else [], len(data)
 
 
-def _render_problem(messages: list[dict], template: str, needs_spans: bool) -> str | None:
+def render_problem(messages: list[dict], template: str, needs_spans: bool) -> str | None:
     """Why `messages` does not render well with `template`, or None."""
     if template is None:  # chat_template auto with a tokenizer not yet downloaded: checked when the stage starts
         return None
@@ -215,14 +200,14 @@ def check_data(recipe: Recipe, name: str, report: Report) -> dict[str, int | Non
             report.errors.append(f"{where}: cannot read split {spec.split!r} of {spec.path}: {err}")
             continue
         renames = {ours: theirs for ours, theirs in (spec.columns or {}).items()}
-        missing = [c for c in NEEDED_COLUMNS[name] if renames.get(c, c) not in columns]
+        missing = [c for c in stage.spec.columns if renames.get(c, c) not in columns]
         if missing:
             report.errors.append(f"{where}: {spec.path} has no {missing[0]!r} column (it has {', '.join(columns)}); "
                                  f"map one with columns: {{{missing[0]}: <its column>}}")
             continue
-        wanted = [*NEEDED_COLUMNS[name], "prompt"]
+        wanted = [*stage.spec.columns, *stage.spec.optional_columns]
         first = [{ours: row.get(renames.get(ours, ours)) for ours in wanted} for row in first]
-        problems = [_row_problem(name, row, training, inference, stage) for row in first]
+        problems = [stage.spec.row_problem(row, (inference, training), stage) for row in first]
         rendering = [p for p in problems if p and p.startswith("render: ")]
         if rendering:  # the template itself is wrong for this data: every row will be
             report.errors.append(f"{where}: the first rows do not render with the chat template: {rendering[0][8:]}")
@@ -240,18 +225,6 @@ def check_data(recipe: Recipe, name: str, report: Report) -> dict[str, int | Non
         report.lines.append(f"  data: {spec.path} {spec.split}: {count if count is not None else '?'} rows, "
                             f"columns ok, first {len(first)} rows render with the {recipe.chat_template[:20]} template")
     return rows
-
-
-def _row_problem(name: str, row: dict, training: str, inference: str, stage: Any) -> str | None:
-    if name == "sft":
-        problem = mixture.conversation_problem(row["messages"])
-        return problem or _render_problem(row["messages"], training, stage.trainer.get("assistant_only_loss", False))
-    problem = mixture.preference_problem(row)
-    if problem:
-        return problem
-    context = row["chosen"][:-1] or [{"role": "user", "content": row["prompt"]}]
-    return mixture.conversation_problem(context + row["chosen"][-1:]) or \
-        _render_problem(context + row["chosen"][-1:], inference, False)
 
 
 # --- memory, steps, batch ------------------------------------------------------------------------
@@ -304,7 +277,7 @@ def plan(recipe: Recipe, arch: Architecture | None, launch: Launch, hardware: Ha
     seq = stage.setting("max_length")
     known = None if any(v is None for v in rows.values()) else sum(rows.values())
     steps = memory.optimizer_steps(known, stage, gpus)
-    packed = name == "sft" and args.get("packing")
+    packed = stage.spec.packs_rows and args.get("packing")
     steps_text = f"{'up to ' if packed else ''}{steps:,} optimizer steps" if steps else \
         "steps unknown (row count unknown)"
     report.lines.append(f"{name}: global batch {gb} = {stage.setting('per_device_train_batch_size')} per GPU x "
@@ -341,8 +314,9 @@ def hardware_from(gpus: int | None, gpu_memory: float | None, gpu: str | None, l
 
 
 def check(recipe: Recipe, launch: Launch | None = None, hardware: Hardware | None = None, data: bool = True,
-          estimate: bool = True, stages: tuple[str, ...] = STAGES) -> Report:
-    """Everything `zephyr-train check` finds, as lines to print; raises nothing for recipe problems."""
+          estimate: bool = True, stages: tuple[str, ...] | None = None) -> Report:
+    """Everything `zephyr-train check` finds, as lines to print (of `stages`, default all the recipe's);
+    raises nothing for recipe problems."""
     launch = launch or Launch(source="<none>")
     hardware = hardware or Hardware(gpus=launch.processes)
     report = Report()
@@ -359,7 +333,7 @@ def check(recipe: Recipe, launch: Launch | None = None, hardware: Hardware | Non
     report.lines.append(f"launch: {launch.name}{shown}, {hardware.gpus} "
                         f"{'CPU process(es)' if launch.on_cpu else 'GPU(s)'}"
                         + (f" x {hardware.memory_gib:g} GiB" if hardware.memory_gib else ""))
-    for name in stages:
+    for name in stages or [stage.kind for stage in recipe.stages]:
         if recipe.stage(name) is None:
             continue
         mark = len(report.lines)
@@ -372,8 +346,8 @@ def check(recipe: Recipe, launch: Launch | None = None, hardware: Hardware | Non
 
 
 def before_stage(recipe: Recipe, stages: tuple[str, ...]) -> None:
-    """The preflight's rules and data checks at the start of `sft`/`dpo`/`run`: the first error is raised,
-    warnings printed once (by the main process)."""
+    """The preflight's rules and data checks at the start of a stage command or `run`: the first error is
+    raised, warnings printed once (by the main process)."""
     launcher.gpu_guard()
     report = check(recipe, launcher.from_env(), estimate=False, stages=stages)
     if not report.errors:  # PEFT's own LoraConfig rules (imports torch), still before any model loads

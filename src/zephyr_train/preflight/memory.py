@@ -142,12 +142,12 @@ def estimate(arch: Architecture, recipe: Recipe, stage_name: str, launch: Launch
         optimizer = 0.0
     est.parts["optimizer"] = optimizer / state_shards
 
-    if stage_name == "dpo" and stage.lora is None and not precomputes_reference(stage):
-        est.parts["DPO reference"] = weights / shards
+    if stage.spec.holds_reference(stage):  # a frozen copy of the starting model (DPO's full fine-tuning)
+        est.parts[f"{stage.spec.label} reference"] = weights / shards
 
     seq = stage.setting("max_length")
     micro = batch or stage.setting("per_device_train_batch_size")
-    tokens = micro * seq * (2 if stage_name == "dpo" else 1)  # DPO: chosen and rejected together
+    tokens = micro * seq * stage.spec.sequences_per_row  # DPO: chosen and rejected together
     if checkpointing is None:
         checkpointing = bool(args.get("activation_checkpointing"))
     hidden, logits = activation_bytes(arch, tokens, act_bytes, checkpointing,
@@ -156,16 +156,6 @@ def estimate(arch: Architecture, recipe: Recipe, stage_name: str, launch: Launch
     est.parts["logits"] = logits
     est.parts["overhead"] = OVERHEAD
     return est
-
-
-def precomputes_reference(stage: Stage) -> bool:
-    """Whether full-fine-tuning DPO holds no reference model: the recipe says so, or (unset) the run visits the
-    whole split, when `train.dpo.reference_plan` precomputes the reference log-probs once (a max_steps run may
-    stop earlier and keeps a frozen copy: counted, to be safe)."""
-    asked = stage.trainer.get("precompute_ref_log_probs")
-    if asked is not None or stage.trainer.get("sync_ref_model"):
-        return bool(asked)
-    return stage.setting("max_steps") <= 0
 
 
 def global_batch(stage: Stage, gpus: int) -> int:

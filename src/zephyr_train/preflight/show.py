@@ -3,16 +3,16 @@
 `check` said "the first rows render" but never showed one, so a template that trains on the prompt, or
 drops the EOS from the loss, went unseen until the model misbehaved. Like axolotl's `preprocess --debug`,
 this prints the first N usable rows of each stage's first dataset rendered with the recipe's training
-template, the text that carries loss between `[[` and `]]`: for SFT the `{% generation %}` spans (every
-token when assistant_only_loss is off), for DPO the chosen and the rejected answer after the shared prompt.
+template, the text that carries loss between `[[` and `]]`, as each stage kind renders its rows
+(`StageKind.example`): for SFT the `{% generation %}` spans (every token when assistant_only_loss is off),
+for DPO the chosen and the rejected answer after the shared prompt.
 Offline, no tokenizer, no torch: it reads local data only (a Hub dataset is named, not downloaded).
 """
 
 from __future__ import annotations
 
-from zephyr_train.config.recipe import STAGES, Recipe
+from zephyr_train.config.recipe import Recipe
 from zephyr_train.data import chat_template, mixture
-from zephyr_train.data.chat_template import render
 from zephyr_train.errors import UserError
 from zephyr_train.preflight.check import first_rows
 
@@ -29,33 +29,14 @@ def marked(text: str, spans: list[tuple[int, int]]) -> str:
     return "".join([*out, text[at:]])
 
 
-def sft_example(messages: list[dict], training: str, assistant_only: bool) -> str:
-    text, spans = render(training, messages)
-    return marked(text, spans if assistant_only else [(0, len(text))])
-
-
-def dpo_example(row: dict, inference: str) -> str:
-    context = row["chosen"][:-1] or [{"role": "user", "content": row["prompt"]}]
-    parts = []
-    for side in ("chosen", "rejected"):
-        answer = row[side][-1]
-        text, _ = render(inference, context + [answer])
-        start = text.rfind(answer["content"])
-        parts.append(f"--- {side}:\n{marked(text, [(start, len(text))])}")
-    return "\n".join(parts)
-
-
 def show(recipe: Recipe, n: int) -> list[str]:
     """The lines `check --show N` prints."""
     if n < 1:
         raise UserError(f"--show must be 1 or more, got {n}")
     inference, training = chat_template.resolve(recipe.chat_template, recipe.source)
     lines = [f"examples: the text that carries loss is between {OPEN} and {CLOSE}"]
-    for name in STAGES:
-        stage = recipe.stage(name)
-        if stage is None:
-            continue
-        spec = stage.datasets[0]
+    for stage in recipe.stages:
+        name, spec = stage.kind, stage.datasets[0]
         kind, path = mixture.locate(spec)
         if kind in ("hub", "missing"):
             lines.append(f"{name}: {spec.path} is {'on the Hub' if kind == 'hub' else 'missing'}: not opened "
@@ -65,19 +46,14 @@ def show(recipe: Recipe, n: int) -> list[str]:
         renames = spec.columns or {}
         shown = 0
         for i, raw in enumerate(rows):
-            row = {key: raw.get(renames.get(key, key)) for key in ("messages", "chosen", "rejected", "prompt")}
-            if name == "sft":
-                problem = mixture.conversation_problem(row["messages"])
-                body = None if problem else sft_example(row["messages"], training,
-                                                        stage.trainer.get("assistant_only_loss", False))
-            else:
-                problem = mixture.preference_problem(row)
-                body = None if problem else dpo_example(row, inference)
+            row = {key: raw.get(renames.get(key, key)) for key in (*stage.spec.columns, *stage.spec.optional_columns)}
+            problem = stage.spec.row_problem(row, (inference, training), stage)
             if problem:
                 lines.append(f"{name} row {i}: dropped in training ({problem})")
                 continue
             shown += 1
-            lines += [f"=== {name} example {shown} ({spec.path} {spec.split}, row {i})", body]
+            lines += [f"=== {name} example {shown} ({spec.path} {spec.split}, row {i})",
+                      stage.spec.example(row, (inference, training), stage)]
             if shown == n:
                 break
     return lines

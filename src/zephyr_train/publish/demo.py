@@ -36,7 +36,7 @@ class Loaded:
 def model_dirs(run_dir: str | Path) -> dict[str, Path]:
     """{label: directory} for the final model and, in a run directory with a finished SFT stage, the SFT model.
     Only small JSON files are read: a wrong path is answered before anything loads."""
-    from zephyr_train.export.source import resolve
+    from zephyr_train.inference.source import resolve
 
     run = Path(run_dir)
     final = resolve(run, "demo")
@@ -50,7 +50,7 @@ def model_dirs(run_dir: str | Path) -> dict[str, Path]:
 
 
 def load_models(dirs: dict[str, Path]) -> dict[str, Loaded]:
-    from zephyr_train.publish import chat
+    from zephyr_train.inference import chat
 
     loaded = {}
     for label, path in dirs.items():
@@ -60,7 +60,7 @@ def load_models(dirs: dict[str, Path]) -> dict[str, Loaded]:
 
 
 def messages_for(history: list[dict] | None, prompt: str, system: str | None) -> list[dict]:
-    from zephyr_train.publish.chat import start
+    from zephyr_train.inference.chat import start
 
     turns = [{"role": m["role"], "content": _text(m["content"])} for m in history or []
              if m.get("role") in ("user", "assistant")]
@@ -77,7 +77,7 @@ def _text(content: Any) -> str:
 
 def sampling_from(temperature: float, top_p: float, max_new_tokens: int, greedy: bool,
                   repetition_penalty: float) -> Any:
-    from zephyr_train.publish.chat import Sampling
+    from zephyr_train.inference.chat import Sampling
 
     return Sampling(max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_p=float(top_p),
                     do_sample=not greedy and float(temperature) > 0, repetition_penalty=float(repetition_penalty))
@@ -87,7 +87,7 @@ def start_stream(loaded: Loaded, messages: list[dict], sampling: Any) -> Any:
     """A TextIteratorStreamer fed by generate() on a thread: the answer as it is produced."""
     from transformers import TextIteratorStreamer
 
-    from zephyr_train.publish.chat import encode
+    from zephyr_train.inference.chat import encode
 
     tokenizer = loaded.tokenizer
     inputs = encode(tokenizer, messages).to(loaded.model.device)
@@ -137,7 +137,7 @@ def build_app(loaded: dict[str, Loaded], title: str, defaults: Any = None) -> An
     """The Blocks app; `defaults` (a chat.Sampling) sets the sampling controls' starting values."""
     import gradio as gr
 
-    from zephyr_train.publish.chat import Sampling
+    from zephyr_train.inference.chat import Sampling
 
     final = loaded[FINAL_LABEL]
     pair = [loaded[SFT_LABEL], final] if SFT_LABEL in loaded else None

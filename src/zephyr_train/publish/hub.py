@@ -22,11 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from zephyr_train import run_files
-from zephyr_train.config.recipe import STAGES, Hub, Recipe, load_resolved
+from zephyr_train.config.recipe import Hub, Recipe
 from zephyr_train.config.secrets import scrub
+from zephyr_train.config.stage_kind import is_final
 from zephyr_train.errors import UserError
-from zephyr_train.publish import model_card, portable
+from zephyr_train.inference import portable
+from zephyr_train.publish import model_card
 from zephyr_train.run_files import ADAPTER_CONFIG, RESOLVED_RECIPE
+from zephyr_train.stages import KINDS, load_resolved, read_result
 
 # Local bookkeeping and resume state that has no place in a model repo (training_args.bin is a pickle).
 SKIP_DIRS = {"merged", "runs", "tensorboard", "wandb"}
@@ -36,15 +39,18 @@ ATTEMPTS, FIRST_WAIT_S = 3, 5.0
 
 
 def repo_for(recipe: Recipe, stage: str) -> str:
+    """hub.repo_id for a final stage (one no other kind starts from: DPO), else hub.sft_repo_id or <repo>-<stage>."""
     hub = recipe.hub
-    return hub.repo_id if stage == STAGES[-1] else hub.sft_repo_id or f"{hub.repo_id}-{stage}"
+    return hub.repo_id if is_final(stage, recipe.kinds) else hub.sft_repo_id or f"{hub.repo_id}-{stage}"
 
 
 def base_of(recipe: Recipe, stage: str) -> str | None:
-    """The Hub id of the model this stage trained on: the pushed SFT result for DPO, else the recipe's."""
-    if stage == "dpo" and recipe.sft is not None:
-        sft = repo_for(recipe, "sft")
-        return f"{sft}-merged" if recipe.sft.lora else sft
+    """The Hub id of the model this stage trained on: the pushed upstream result (SFT's, for DPO), else the
+    recipe's model."""
+    upstream = recipe.upstream(stage)
+    if upstream is not None:
+        repo = repo_for(recipe, upstream.kind)
+        return f"{repo}-merged" if upstream.lora else repo
     return model_card.hub_id(recipe.model.name_or_path)
 
 
@@ -79,8 +85,7 @@ def published(rel: Path) -> bool:
 
 def plan(recipe: Recipe, stage: str, stage_dir: Path, in_progress: int | None = None) -> list[Upload]:
     """What a push of this stage's directory sends; merges a LoRA adapter first (once, cached)."""
-    summary_file = stage_dir / run_files.SUMMARY
-    summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
+    summary = read_result(stage_dir)
     repo, base = repo_for(recipe, stage), base_of(recipe, stage)
     adapter_config = stage_dir / ADAPTER_CONFIG
     if not adapter_config.exists():
@@ -94,7 +99,7 @@ def plan(recipe: Recipe, stage: str, stage_dir: Path, in_progress: int | None = 
     uploads = [Upload(repo, stage_dir, "adapter", str(card), {ADAPTER_CONFIG: json.dumps(config, indent=2)
                                                               .encode()})]
     if in_progress is None:
-        from zephyr_train.train import merge
+        from zephyr_train.inference import merge
 
         print(f"hub: merging the {stage} adapter into {local_base} for {repo}-merged")
         merged = merge.merge_adapter(stage_dir, local_base, recipe.model)
@@ -167,10 +172,10 @@ def push_stage(recipe: Recipe, stage: str, stage_dir: Path | None = None, api: A
 def push_run(run_dir: str | Path, repo_id: str | None = None, api: Any = None) -> bool:
     """`zephyr-train push RUN_DIR`: every finished stage of a run, with the recipe it was made with."""
     run_dir = Path(run_dir)
-    finished = [name for name in STAGES if (run_dir / name / run_files.SUMMARY).exists()]
+    finished = [name for name in KINDS if (run_dir / name / run_files.SUMMARY).exists()]
     if not finished:
-        raise UserError(f"{run_dir} holds no finished stage (no sft/summary.json or dpo/summary.json); "
-                        "give the output_dir of a run")
+        expected = " or ".join(f"{name}/{run_files.SUMMARY}" for name in KINDS)
+        raise UserError(f"{run_dir} holds no finished stage (no {expected}); give the output_dir of a run")
     ok = True
     for name in finished:
         recipe = load_resolved(run_dir / name)

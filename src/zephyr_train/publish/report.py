@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from zephyr_train import run_files
-from zephyr_train.config.recipe import STAGES, load_resolved
 from zephyr_train.config.secrets import scrub
+from zephyr_train.config.stage_kind import is_final
 from zephyr_train.eval import report_section as eval_report
 from zephyr_train.publish import report_curves
 from zephyr_train.run_files import LOG_HISTORY, REPORT, REPORT_FILES, RESOLVED_RECIPE
+from zephyr_train.stages import KINDS, load_resolved, read_result
+from zephyr_train.train.results import StageResult
 
 FILES = REPORT_FILES
 N_PROMPTS, MAX_NEW_TOKENS = 4, 64
@@ -33,7 +35,7 @@ REPETITION_PENALTY = 1.3
 class StageRun:
     name: str
     path: Path
-    summary: dict | None = None
+    summary: StageResult | None = None
     history: list[dict] = field(default_factory=list)
     recipe_text: str = ""
 
@@ -60,14 +62,13 @@ def history_of(stage_dir: Path) -> list[dict]:
 
 def read_stages(run_dir: Path) -> list[StageRun]:
     found = []
-    for name in STAGES:
+    for name in KINDS:
         path = run_dir / name
         if not path.is_dir():
             continue
-        summary_file, resolved = path / run_files.SUMMARY, path / RESOLVED_RECIPE
-        found.append(StageRun(
-            name, path, json.loads(summary_file.read_text()) if summary_file.exists() else None, history_of(path),
-            scrub(resolved.read_text(encoding="utf-8")) if resolved.exists() else ""))
+        resolved = path / RESOLVED_RECIPE
+        found.append(StageRun(name, path, read_result(path), history_of(path),
+                              scrub(resolved.read_text(encoding="utf-8")) if resolved.exists() else ""))
     return found
 
 
@@ -98,7 +99,7 @@ def held_out_prompts(stage_dirs: list[Path], n: int = N_PROMPTS) -> list[str]:
 def answers(model_dir: Path, prompts: list[str]) -> list[str]:
     from tqdm.auto import tqdm
 
-    from zephyr_train.publish import chat
+    from zephyr_train.inference import chat
 
     model, tokenizer = chat.load(model_dir)
     # greedy decoding of small or briefly trained models falls into loops (the tiny smoke model repeats
@@ -122,7 +123,8 @@ def sample_answers(stages: list[StageRun]) -> tuple[list[str], dict[str, list[st
         return [], {}
     columns = {}
     for stage in finished:
-        title = "SFT model" if stage.name == "sft" else "final model (DPO)"
+        label = KINDS[stage.name].label
+        title = f"final model ({label})" if is_final(stage.name, KINDS) else f"{label} model"
         columns[title] = answers(stage.path, prompts)
     return prompts, columns
 
@@ -158,30 +160,21 @@ def tiles(stages: list[StageRun]) -> list[tuple[str, str]]:
     """The handful of figures a person checks first."""
     out = []
     for stage in stages:
-        s, label = stage.summary or {}, stage.name.upper()
-        if not s:
-            continue
-        out.append((f"{label} train loss", f"{fmt(s.get('train_loss_first'))} → {fmt(s.get('train_loss_last'))}"))
-        if s.get("eval_loss") is not None:
-            out.append((f"{label} eval loss", fmt(s["eval_loss"])))
-        if s.get("tokens_per_second") is not None:
-            out.append((f"{label} tokens/s (loss-carrying)", f"{s['tokens_per_second']:,.0f}"))
-        before, after = s.get("held_out_before") or {}, s.get("held_out_after") or {}
-        if after.get("accuracy") is not None:
-            out.append(("held-out preference accuracy", f"{fmt(before.get('accuracy'))} → {fmt(after['accuracy'])}"))
-            out.append(("held-out reward margin", f"{fmt(before.get('margin'))} → {fmt(after.get('margin'))}"))
-        out.append((f"{label} steps / time", f"{s.get('global_step')} / {fmt(s.get('wall_time_s'))} s"))
+        if stage.summary:
+            out += stage.summary.tiles(KINDS[stage.name].label, fmt)
     return out
 
 
 def data_rows(stages: list[StageRun]) -> list[list[str]]:
     rows = []
     for stage in stages:
-        data = (stage.summary or {}).get("data") or {}
-        dropped = ", ".join(f"{k}: {v}" for k, v in (data.get("dropped") or {}).items()) or "none"
-        for source in data.get("sources") or []:
+        if not stage.summary:
+            continue
+        data = stage.summary.data
+        dropped = ", ".join(f"{k}: {v}" for k, v in data.dropped.items()) or "none"
+        for source in data.sources:
             rows.append([stage.name, source.get("path"), source.get("split"), source.get("rows"), source.get("taken"),
-                         dropped, data.get("eval_overlap_removed")])
+                         dropped, data.eval_overlap_removed])
     return rows
 
 
@@ -200,7 +193,7 @@ def stage_recipe(text: str, stage: str) -> str:
     import yaml
 
     data = yaml.safe_load(text) or {}
-    others = [name for name in STAGES if name != stage]
+    others = [name for name in KINDS if name != stage]
     return yaml.safe_dump({k: v for k, v in data.items() if k not in others}, sort_keys=False, allow_unicode=True)
 
 

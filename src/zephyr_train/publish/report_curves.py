@@ -15,29 +15,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-# (file, title, y label, [(stage, source, label)]); source "log:<key>" reads the log history,
-# "summary:<key>" the stage's summary.json (drawn at step 0 / the last step).
-PLOTS = [
-    ("sft_loss.png", "SFT loss", "loss", [
-        ("sft", "log:loss", "train"), ("sft", "log:eval_loss", "eval (during training)"),
-        ("sft", "summary:eval_loss", "eval (end, summary.json)")]),
-    ("dpo_loss.png", "DPO loss", "loss", [
-        ("dpo", "log:loss", "train"), ("dpo", "held:loss", "held-out (summary.json)")]),
-    ("dpo_rewards.png", "DPO rewards (train batches)", "reward", [
-        ("dpo", "log:rewards/chosen", "chosen"), ("dpo", "log:rewards/rejected", "rejected"),
-        ("dpo", "log:rewards/margins", "margin"), ("dpo", "held:margin", "held-out margin (summary.json)")]),
-    ("dpo_accuracy.png", "DPO preference accuracy", "accuracy", [
-        ("dpo", "held:accuracy", "held-out, ties count half (summary.json)"),
-        ("dpo", "log:rewards/accuracies", "train batches, ties count as wrong (TRL)")]),
-    ("sft_learning_rate.png", "SFT learning rate", "learning rate", [("sft", "log:learning_rate", "SFT")]),
-    ("dpo_learning_rate.png", "DPO learning rate", "learning rate", [("dpo", "log:learning_rate", "DPO")]),
-    ("grad_norm.png", "Gradient norm (before clipping)", "grad norm", [
-        ("sft", "log:grad_norm", "SFT"), ("dpo", "log:grad_norm", "DPO")]),
-    ("entropy.png", "Mean token entropy (SFT)", "nats", [("sft", "log:entropy", "train")]),
-    ("throughput.png", "SFT throughput (loss-carrying tokens)", "tokens / s", [
-        ("sft", "log:tokens_per_second", "per logging interval (console)"),
-        ("sft", "summary:tokens_per_second", "mean over training (summary.json)")]),
-]
+from zephyr_train.stages import KINDS
+
+
+def plots() -> list[tuple[str, str, str, list[tuple[str, str, str]]]]:
+    """(file, title, y label, [(stage, source, label)]) of every plot: each registered kind's own
+    (`StageKind.plots`), then every stage's learning rate and the gradient norms side by side."""
+    out = [(name, title, ylabel, [(kind.name, source, label) for source, label in lines])
+           for kind in KINDS.values() for name, title, ylabel, lines in kind.plots]
+    out += [(f"{kind.name}_learning_rate.png", f"{kind.label} learning rate", "learning rate",
+             [(kind.name, "log:learning_rate", kind.label)]) for kind in KINDS.values()]
+    out.append(("grad_norm.png", "Gradient norm (before clipping)", "grad norm",
+                [(kind.name, "log:grad_norm", kind.label) for kind in KINDS.values()]))
+    return out
 
 
 def series(history: list[dict], key: str) -> tuple[list, list]:
@@ -51,15 +41,15 @@ def curve(stage: Any, source: str) -> tuple[list, list]:
     kind, key = source.split(":", 1)
     if kind == "log":
         return series(stage.history, key)
-    summary = stage.summary or {}
-    last = summary.get("global_step") or max((e.get("step", 0) for e in stage.history), default=0)
+    summary = stage.summary
+    last = (summary.global_step if summary else 0) or max((e.get("step", 0) for e in stage.history), default=0)
     if kind == "summary":
-        value = summary.get(key)
+        value = getattr(summary, key, None)
         if not isinstance(value, int | float):
             return [], []
         return ([0, last], [value, value]) if key == "tokens_per_second" else ([last], [value])
-    before, after = summary.get("held_out_before") or {}, summary.get("held_out_after") or {}
-    points = [(0, before.get(key)), (last, after.get(key))]
+    before, after = getattr(summary, "held_out_before", None), getattr(summary, "held_out_after", None)
+    points = [(0, getattr(before, key, None)), (last, getattr(after, key, None))]
     points = [(x, y) for x, y in points if isinstance(y, int | float)]
     return [p[0] for p in points], [p[1] for p in points]
 
@@ -67,7 +57,7 @@ def curve(stage: Any, source: str) -> tuple[list, list]:
 def curves(stages: dict[str, Any]) -> dict[str, dict[str, tuple[list, list]]]:
     """Every plot's series with at least one point: {file: {label: (steps, values)}}."""
     out: dict[str, dict[str, tuple[list, list]]] = {}
-    for name, _, _, lines in PLOTS:
+    for name, _, _, lines in plots():
         drawn = {}
         for stage, source, label in lines:
             if stage in stages:
@@ -88,7 +78,7 @@ def plot(data: dict[str, dict[str, tuple[list, list]]], out: Path) -> list[tuple
     from matplotlib.ticker import MaxNLocator
 
     made = []
-    for name, title, ylabel, _ in PLOTS:
+    for name, title, ylabel, _ in plots():
         if name not in data:
             continue
         fig, ax = plt.subplots(figsize=(7.2, 3.4), dpi=100)

@@ -8,16 +8,16 @@ Hub push) import, so loading a model never depends on the card and Hub modules.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from zephyr_train.config.recipe import Recipe
+from zephyr_train.inference.portable import make_portable, portable_base
 from zephyr_train.publish import model_card
 from zephyr_train.publish.hub import base_of
-from zephyr_train.publish.portable import make_portable, portable_base
-from zephyr_train.run_files import ADAPTER_CONFIG, MERGED, SUMMARY
+from zephyr_train.run_files import ADAPTER_CONFIG, MERGED
+from zephyr_train.stages import read_result
 
 CARD = "README.md"
 
@@ -42,10 +42,10 @@ def finish_stage(recipe: Recipe, stage: str, stage_dir: Path | None = None) -> l
     the stage folder (and in `merged/` for a LoRA stage), replacing TRL's card or PEFT's stub."""
     stage_dir = Path(stage_dir or recipe.stage_dir(stage))
     run_dir = Path(recipe.output_dir)
-    summary_file = stage_dir / SUMMARY
-    summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
+    summary = read_result(stage_dir)
+    upstream = recipe.upstream(stage)
     hub_base = base_of(recipe, stage) if recipe.hub else model_card.hub_id(recipe.model.name_or_path)
-    if stage == "dpo" and recipe.sft is not None and not recipe.hub:
+    if upstream is not None and not recipe.hub:
         hub_base = None  # DPO trained on this run's SFT result, not on the recipe's model
     name = f"{run_dir.name}-{stage}"
     written = []
@@ -58,8 +58,8 @@ def finish_stage(recipe: Recipe, stage: str, stage_dir: Path | None = None) -> l
             written.append(write_card(merged, model_card.make_card(
                 recipe, stage, f"{name}-merged", "merged", hub_base, base, summary, local=here(merged, run_dir))))
     elif (stage_dir / "config.json").exists():
-        base = recipe.model.name_or_path if stage == "sft" or recipe.sft is None else \
-            f"{portable_base(str(recipe.stage_dir('sft')), run_dir)} (this run's SFT stage)"
+        base = recipe.model.name_or_path if upstream is None else \
+            f"{portable_base(str(recipe.stage_dir(upstream.kind)), run_dir)} (this run's {upstream.spec.label} stage)"
         written.append(write_card(stage_dir, model_card.make_card(
             recipe, stage, name, "model", hub_base, base, summary, local=here(stage_dir, run_dir))))
     return written

@@ -28,8 +28,8 @@ import time
 import warnings
 from typing import Any
 
-LABELS = {"sft": "SFT", "dpo": "DPO"}
-TITLES = {"sft": "supervised fine-tuning (Zephyr stage 1)", "dpo": "direct preference optimization (Zephyr stage 2)"}
+from zephyr_train.config.stage_kind import StageKind
+
 # (log key, short name, format) in the order they are printed; anything else stays in log_history.json only
 SHOWN = [
     ("loss", "loss", ".4f"), ("eval_loss", "eval_loss", ".4f"), ("train_loss", "mean_loss", ".4f"),
@@ -77,9 +77,8 @@ def number(value: Any, spec: str) -> str:
     return format(value, spec)
 
 
-def log_line(stage: str, logs: dict[str, Any], step: int, max_steps: int | None) -> str:
+def log_line(label: str, logs: dict[str, Any], step: int, max_steps: int | None) -> str:
     """One compact line for one trainer log: `SFT step 10/100 | loss 4.5120 | grad_norm 1.23 | lr 9.80e-04`."""
-    label = LABELS.get(stage, stage.upper())
     evaluation = any(key.startswith("eval_") for key in logs)
     where = f"step {step}/{max_steps}" if max_steps else f"step {step}"
     kind = " eval" if evaluation else " training ended," if "train_runtime" in logs else ""
@@ -102,21 +101,20 @@ def planned_steps(rows: int, per_device: int, accumulation: int, processes: int,
 
 def banner(info: dict[str, Any]) -> str:
     """The lines printed before a stage trains; `info` is what `describe` gathers (plain values, testable)."""
-    label = LABELS.get(info["stage"], info["stage"].upper())
-    head = f"== {label}: {TITLES.get(info['stage'], info['stage'])} "
+    head = f"== {info['label']}: {info['title']} "
     dropped = info.get("dropped") or {}
     dropped_text = (f"{sum(dropped.values()):,} dropped (" + ", ".join(f"{k}: {v}" for k, v in sorted(dropped.items()))
                     + ")") if dropped else "none dropped"
-    unit = "conversations" if info["stage"] == "sft" else "pairs"
+    unit = info["unit"]
     trainable = info["trainable_params"]
     params = (f"{info['params'] / 1e6:,.1f}M parameters, "
               + ("all trained" if trainable == info["params"] else f"{trainable / 1e6:,.2f}M trained (LoRA)"))
     per_step = info["per_device"] * info["accumulation"] * info["processes"]
-    if info["stage"] == "sft":
+    if info["sequences_per_row"] == 1:
         tokens = f"up to {per_step * info['max_length']:,} tokens per step ({per_step} rows of {info['max_length']}" \
                  f"{', packed' if info.get('packing') else ''})"
     else:
-        tokens = f"{per_step} pairs per step, each side up to {info['max_length']} tokens"
+        tokens = f"{per_step} {unit} per step, each side up to {info['max_length']} tokens"
     lines = [
         head + "=" * max(4, 100 - len(head)),
         f"  model      {info['model']}: {params}",
@@ -133,7 +131,7 @@ def banner(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def describe(trainer: Any, stage: str, rows: int, dropped: dict, model: str, eval_rows: int | None,
+def describe(trainer: Any, kind: StageKind, rows: int, dropped: dict, model: str, eval_rows: int | None,
              resume: Any = None) -> dict[str, Any]:
     """Plain values for `banner`, read from the built trainer (the settings it will really use)."""
     args, net = trainer.args, trainer.model
@@ -145,7 +143,8 @@ def describe(trainer: Any, stage: str, rows: int, dropped: dict, model: str, eva
                                                                           "is_loaded_in_4bit", False))
     compute = "bf16 mixed" if args.bf16 else "fp16 mixed" if args.fp16 else str(first.dtype).replace("torch.", "")
     return {
-        "stage": stage, "model": model, "params": params, "trainable_params": trainable,
+        "stage": kind.name, "label": kind.label, "title": kind.title, "unit": kind.unit,
+        "sequences_per_row": kind.sequences_per_row, "model": model, "params": params, "trainable_params": trainable,
         "weights_dtype": "4-bit NF4" if four_bit else str(first.dtype).replace("torch.", ""), "compute": compute,
         "device": str(args.device), "processes": processes, "rows": rows, "dropped": dict(dropped),
         "eval_rows": eval_rows, "per_device": args.per_device_train_batch_size,
@@ -177,12 +176,12 @@ class CountingCollator:
         return getattr(self.__dict__["inner"], name)
 
 
-def stage_console(stage: str, counter: CountingCollator | None) -> Any:
+def stage_console(kind: StageKind, counter: CountingCollator | None) -> Any:
     """The callback that replaces transformers' ProgressCallback (made here: transformers loads lazily)."""
     from tqdm.auto import tqdm
     from transformers.trainer_callback import ProgressCallback
 
-    label = LABELS.get(stage, stage.upper())
+    label = kind.label
 
     class StageConsole(ProgressCallback):
         def __init__(self) -> None:
@@ -203,9 +202,8 @@ def stage_console(stage: str, counter: CountingCollator | None) -> Any:
             if state.is_world_process_zero and self.prediction_bar is None and eval_dataloader is not None:
                 when = "" if self.training_bar is not None else \
                     " (before training)" if state.global_step == 0 else " (after training)"
-                name = "held-out pairs" if stage == "dpo" else "eval"
-                self.prediction_bar = tqdm(total=len(eval_dataloader), desc=f"{label} {name}{when}", unit="batch",
-                                           leave=False, dynamic_ncols=True)
+                self.prediction_bar = tqdm(total=len(eval_dataloader), desc=f"{label} {kind.eval_name}{when}",
+                                           unit="batch", leave=False, dynamic_ncols=True)
             if self.prediction_bar is not None:
                 self.prediction_bar.update(1)
 
@@ -218,12 +216,12 @@ def stage_console(stage: str, counter: CountingCollator | None) -> Any:
                     rate = round((tokens - self.last[1]) / (now - self.last[0]), 1)
                     logs["tokens_per_second"] = state.log_history[-1]["tokens_per_second"] = rate
                 self.last = (now, tokens)
-            tqdm.write(log_line(stage, logs, state.global_step, state.max_steps or None))
+            tqdm.write(log_line(label, logs, state.global_step, state.max_steps or None))
 
     return StageConsole()
 
 
-def attach(trainer: Any, stage: str, train: Any, evaluation: Any, dropped: dict, model: str,
+def attach(trainer: Any, kind: StageKind, train: Any, evaluation: Any, dropped: dict, model: str,
            resume: Any = None) -> None:
     """The stages' one hook: print the banner and replace the trainer's console callback."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -231,12 +229,12 @@ def attach(trainer: Any, stage: str, train: Any, evaluation: Any, dropped: dict,
     if str(trainer.args.device).startswith("cpu") and trainer.args.dataloader_pin_memory:
         trainer.args.dataloader_pin_memory = False  # nothing to pin for: torch would warn at every dataloader
     counter = None
-    if stage == "sft":
+    if kind.token_throughput:
         counter = trainer.data_collator = CountingCollator(trainer.data_collator, lambda: trainer.model)
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
     # first, so the tokens/s it adds to a log entry is in log_history.json when the tracking callback writes it
-    trainer.callback_handler.callbacks.insert(0, stage_console(stage, counter))
+    trainer.callback_handler.callbacks.insert(0, stage_console(kind, counter))
     if trainer.args.process_index == 0:
-        print(banner(describe(trainer, stage, len(train), dropped, model,
+        print(banner(describe(trainer, kind, len(train), dropped, model,
                               len(evaluation) if evaluation is not None else None, resume)), flush=True)

@@ -1,9 +1,12 @@
-"""`zephyr-train run`: SFT then DPO from one recipe, each stage in OUTPUT_DIR/<stage>.
+"""`zephyr-train run`: every stage of one recipe in the registry's order, each in OUTPUT_DIR/<stage>.
 
 A stage finished under the same settings (its recorded fingerprint) is skipped; one made under other
 settings is run again from scratch, and so is everything after it (DPO's fingerprint includes
 SFT's); an interrupted stage resumes from its last checkpoint. `--force` re-runs every stage. A
 directory holding files zephyr-train did not make is never cleared without `--force`.
+
+This is the orchestration layer: it sits above the stages (`stages/`), publication (`publish/`) and the
+eval stage (`eval/`), and is the only place that calls all three.
 """
 
 from __future__ import annotations
@@ -16,26 +19,24 @@ from typing import Any
 from zephyr_train import run_files
 from zephyr_train.config.recipe import Recipe, fingerprint
 from zephyr_train.errors import UserError
+from zephyr_train.eval import stage as eval_stage
 from zephyr_train.preflight import environment
-from zephyr_train.train import stage_dir
-from zephyr_train.train.results import headline
+from zephyr_train.publish import hub, stage_cards
+from zephyr_train.publish.report import write_report
+from zephyr_train.stages import read_result
+from zephyr_train.train import console, stage_dir
+from zephyr_train.train.results import StageResult
 
 
-def run_stage(recipe: Recipe, kind: str, overrides: list[str] = (), overwrite: bool = False) -> dict[str, Any]:
+def run_stage(recipe: Recipe, kind: str, overrides: list[str] = (), overwrite: bool = False) -> StageResult | None:
     """One stage, then its publication: the stage trains and saves, the Hub push happens here, after it
-    (and checkpoint pushes through the callbacks handed in). Returns the stage's summary ({} off the main
+    (and checkpoint pushes through the callbacks handed in). Returns the stage's figures (None off the main
     process)."""
-    from zephyr_train.publish import hub, stage_cards
-    from zephyr_train.train import console
-
     quant = recipe.model.quantization
     console.quiet_libraries(bool(quant and (quant.load_in_4bit or quant.load_in_8bit)))
-    if kind == "sft":
-        from zephyr_train.train.sft import run_sft as runner
-    else:
-        from zephyr_train.train.dpo import run_dpo as runner
     out = recipe.stage_dir(kind)
-    result = runner(recipe, overrides, overwrite=overwrite, callbacks=hub.save_callbacks(recipe, kind, out))
+    result = recipe.kinds[kind].run(recipe, overrides, overwrite=overwrite,
+                                    callbacks=hub.save_callbacks(recipe, kind, out))
     if result:
         stage_cards.finish_stage(recipe, kind, out)  # portable base references, the project's card in the folder
         hub.push_stage(recipe, kind, out)
@@ -46,39 +47,35 @@ def run_pipeline(recipe: Recipe, overrides: list[str] = (), force: bool = False)
     started = time.time()
     stages = [stage.kind for stage in recipe.stages]
     if not stages:
-        raise UserError(f"{recipe.source}: no sft or dpo section; nothing to run")
+        raise UserError(f"{recipe.source}: no {' or '.join(recipe.kinds)} section; nothing to run")
     if recipe.eval is not None:  # the judge's key and the eval inputs, checked before anything trains
-        from zephyr_train.eval import stage as eval_stage
-
         eval_stage.preflight(recipe)
-    results: dict[str, Any] = {}
+    results: dict[str, StageResult | None] = {}
     for name in stages:
         out = recipe.stage_dir(name)
         state = stage_dir.state_of(out, fingerprint(recipe, name))
         if state == "finished" and not force:
             print(f"{name}: finished under the same settings in {out}; skipped (--force runs it again)")
-            results[name] = json.loads((out / run_files.SUMMARY).read_text())
+            results[name] = read_result(out)
             continue
         if state == "changed" and not force:
             print(f"{name}: {out} was made with other settings; running the stage again from scratch")
         results[name] = run_stage(recipe, name, overrides, overwrite=force or state == "changed")
-    if not results.get(stages[-1]):
-        return {}  # not the main process
     last = results[stages[-1]]
-    final = Path(last.get("merged_model_dir") or last["model_dir"])
-    summary = {"stages": results, "final_model": str(final),
-               "final_adapter": last["model_dir"] if last.get("adapter") else None,
+    if last is None:
+        return {}  # not the main process
+    final = Path(last.final_model)
+    summary = {"stages": {name: result.to_json() for name, result in results.items()}, "final_model": str(final),
+               "final_adapter": last.model_dir if last.adapter else None,
                "provenance": environment.provenance(started)}
     if recipe.eval is not None:  # the last stage: the SFT and final models on the recipe's benchmarks
         summary["eval"] = eval_stage.run_eval_stage(recipe, results, force)
     Path(recipe.output_dir).mkdir(parents=True, exist_ok=True)
     (Path(recipe.output_dir) / run_files.SUMMARY).write_text(json.dumps(summary, indent=2))
-    from zephyr_train.publish.report import write_report
-
     report = write_report(recipe.output_dir)
     print(f"\nrun done: final model in {final}; figures in {Path(recipe.output_dir) / run_files.SUMMARY}")
     for name, result in results.items():
-        print(f"  {name}: {headline(result)}")
+        print(f"  {name}: {result.headline()}")
     print(f"report: {report}")
     print(next_commands(recipe, final, summary["final_adapter"]))
     return summary

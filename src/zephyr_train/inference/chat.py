@@ -51,7 +51,7 @@ def load(model_dir: str | Path) -> tuple[Any, Any]:
     """(model, tokenizer) in eval mode; an adapter directory loads on the base it names."""
     from transformers import AutoTokenizer
 
-    from zephyr_train.publish import portable
+    from zephyr_train.inference import portable
 
     path = check_model_dir(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(path)

@@ -28,7 +28,7 @@ def merge_adapter(adapter_dir: Path, base_location: str, spec: ModelSpec, target
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from zephyr_train.train.modeling import torch_dtype
+    from zephyr_train.inference.modeling import torch_dtype
 
     quant = spec.quantization
     dtype = torch_dtype(quant.bnb_4bit_compute_dtype if quant and quant.load_in_4bit else spec.dtype)
@@ -53,7 +53,7 @@ def merge_command(adapter_dir: str, out: str, dtype: str, base: str | None = Non
     if not config.exists():
         raise UserError(f"{adapter_dir} holds no adapter_config.json; give a LoRA adapter directory")
     if not base:
-        from zephyr_train.publish.portable import resolve_base
+        from zephyr_train.inference.portable import resolve_base
 
         base = resolve_base(Path(adapter_dir), json.loads(config.read_text()).get("base_model_name_or_path") or "")
     if not base:

@@ -108,7 +108,7 @@ def merge_if_needed(source: ModelSource, into: Path) -> Path:
         return source.path
     from zephyr_train.config.recipe import ModelSpec
     from zephyr_train.data import builtin
-    from zephyr_train.train.merge import merge_adapter
+    from zephyr_train.inference.merge import merge_adapter
 
     base = str(builtin.model_dir(source.base)) if is_builtin(source.base) else source.base
     return merge_adapter(source.adapter, base, ModelSpec(name_or_path=base), into)

@@ -1,4 +1,6 @@
-"""The DPO stage, top to bottom: check, data, claim the output directory, model, train, summarize.
+"""The DPO stage kind: its declaration (`KIND`), its flow top to bottom, its figures (`DPOResult`).
+
+Flow: check, data, claim the output directory, model, train, summarize.
 
 Training is TRL's `DPOTrainer` on `ultrafeedback_binarized`-shaped pairs. The policy starts from the
 SFT stage's result when the recipe has an `sft` section (from `model.name_or_path` otherwise). The
@@ -12,24 +14,92 @@ margin and loss are measured before and after training, in one pass each.
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from zephyr_train import run_files
-from zephyr_train.config.recipe import Recipe
+from zephyr_train.config.dpo_rules import check_losses
+from zephyr_train.config.recipe import Recipe, Stage
+from zephyr_train.config.stage_kind import StageKind
 from zephyr_train.data import chat_template, mixture
 from zephyr_train.errors import UserError
-from zephyr_train.train import console, merge, modeling, tracking
+from zephyr_train.inference import merge, modeling
+from zephyr_train.preflight.check import render_problem
+from zephyr_train.preflight.show import marked
+from zephyr_train.train import console, tracking
 from zephyr_train.train import stage_dir as stage
 from zephyr_train.train.patches import dpo_log_probs, prompt_length
-from zephyr_train.train.results import headline
+from zephyr_train.train.results import DataReport, Figures, StageResult, fmt
+
+
+@dataclass
+class Options:
+    """DPO's own recipe keys beside DPOConfig's fields."""
+
+    max_prompt_length: int | None = None  # prompts cut to their last N tokens (TRL 1.16 has no such field)
+    lm_head: str = "auto"  # auto | dense | trl: the log-prob head (train/patches/dpo_log_probs.py)
+
+
+@dataclass
+class HeldOut(Figures):
+    """Preference figures on the held-out pairs (`held_out`)."""
+
+    accuracy: float | None = None  # ties count half, so an untrained policy scores 0.5
+    margin: float | None = None  # mean beta-scaled reward margin
+    ties: float | None = None
+    pairs: int = 0
+    loss: float | None = None
+
+
+@dataclass(kw_only=True)
+class DPOResult(StageResult):
+    """DPO's figures (summary.json keys unchanged since the dict they replace; no held-out set: `{}`)."""
+
+    held_out_before: HeldOut | None = None
+    held_out_after: HeldOut | None = None
+    train_pairs: int = 0
+    lm_head: str | None = None  # the head log-probs went through: dense or trl
+    reference: str | None = None  # the reference plan in words
+    padding_fraction: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        for key in ("held_out_before", "held_out_after"):
+            out[key] = out[key] or {}
+        return out
+
+    def extra_rows(self, cell: Callable[[Any], str]) -> list[tuple[str, str]]:
+        rows = []
+        before, after = self.held_out_before or HeldOut(), self.held_out_after or HeldOut()
+        for key, label in (("accuracy", "held-out preference accuracy"), ("margin", "held-out reward margin"),
+                           ("loss", "held-out DPO loss")):
+            if getattr(after, key) is not None:
+                start = f"{cell(getattr(before, key))} -> " if getattr(before, key) is not None else ""
+                rows.append((f"{label} (before -> after)" if start else label, start + cell(getattr(after, key))))
+        return rows
+
+    def extra_tiles(self, label: str, cell: Callable[[Any], str]) -> list[tuple[str, str]]:
+        before, after = self.held_out_before or HeldOut(), self.held_out_after
+        if after is None or after.accuracy is None:
+            return []
+        return [("held-out preference accuracy", f"{cell(before.accuracy)} → {cell(after.accuracy)}"),
+                ("held-out reward margin", f"{cell(before.margin)} → {cell(after.margin)}")]
+
+    def headline(self) -> str:
+        line = super().headline()
+        before, after = self.held_out_before or HeldOut(), self.held_out_after
+        if after:
+            line += (f", held-out preference accuracy {fmt(before.accuracy)} -> {fmt(after.accuracy)}, "
+                     f"reward margin {fmt(before.margin)} -> {fmt(after.margin)}")
+        return line
 
 
 def policy_location(recipe: Recipe) -> str:
     """Where the policy starts: the finished SFT stage if the recipe has one, else the recipe's model."""
-    if recipe.sft is None:
+    if recipe.upstream("dpo") is None:
         return modeling.model_location(recipe.model, recipe.source)
     sft_dir = recipe.stage_dir("sft")
     if not (sft_dir / run_files.SUMMARY).exists():
@@ -48,7 +118,7 @@ def with_bos(template: str, tokenizer: Any) -> str:
     return "{{ bos_token }}" + template if chat_template.adds_bos(tokenizer) and not writes_bos else template
 
 
-def held_out(trainer: Any) -> dict[str, float]:
+def held_out(trainer: Any) -> HeldOut:
     """Preference accuracy (ties count half), mean reward margin and DPO loss on the eval split, in one pass.
 
     TRL logs only batch means of a strict `chosen > rejected` accuracy, which reads 0.0 before training
@@ -84,12 +154,12 @@ def held_out(trainer: Any) -> dict[str, float]:
         margin = trainer.beta * ((chosen - ref_chosen) - (rejected - ref_rejected))
         margins.append(trainer.accelerator.gather_for_metrics(margin.float()))
     margins = torch.cat(margins).cpu()
-    figures = {"accuracy": ((margins > 0).float().mean() + 0.5 * (margins == 0).float().mean()).item(),
-               "margin": margins.mean().item(), "ties": (margins == 0).float().mean().item(),
-               "pairs": len(margins), "loss": loss_from_margins(trainer, margins)}
+    figures = HeldOut(accuracy=((margins > 0).float().mean() + 0.5 * (margins == 0).float().mean()).item(),
+                      margin=margins.mean().item(), ties=(margins == 0).float().mean().item(),
+                      pairs=len(margins), loss=loss_from_margins(trainer, margins))
     # reported as evaluate() reports: trackers (W&B eval/*), log_history.json, the console and the report see them
-    named = (("eval_loss", figures["loss"]), ("eval_rewards/margins", figures["margin"]),
-             ("eval_rewards/accuracies", figures["accuracy"]))
+    named = (("eval_loss", figures.loss), ("eval_rewards/margins", figures.margin),
+             ("eval_rewards/accuracies", figures.accuracy))
     metrics = {key: value for key, value in named if value is not None}
     trainer.log(metrics)
     trainer.callback_handler.on_evaluate(trainer.args, trainer.state, trainer.control, metrics=metrics)
@@ -153,12 +223,13 @@ def merge_once(start: stage.Start, adapter_dir: Path, base: str, recipe: Recipe)
 
 
 def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
-            callbacks: list[Any] = ()) -> dict[str, Any]:
+            callbacks: list[Any] = ()) -> DPOResult | None:
     """Train the dpo stage; `callbacks` are extra trainer callbacks (the Hub's checkpoint pushes).
-    Publishing the result is the caller's job (`publish.hub.push_stage`), never the stage's."""
-    if recipe.dpo is None:
-        raise UserError(f"{recipe.source}: no dpo section; add one with datasets and trainer settings")
-    spec, src = recipe.dpo, recipe.source
+    Publishing the result is the caller's job (`pipeline.run.run_stage`), never the stage's.
+    Returns the figures (None off the main process)."""
+    spec, src = recipe.stage("dpo"), recipe.source
+    if spec is None:
+        raise UserError(f"{src}: no dpo section; add one with datasets and trainer settings")
     trainer_args = {k: v for k, v in spec.trainer.items() if k != "output_dir"}  # recipe.stage_dir reads it
 
     # 1. Checks that need no model or data: the recipe's rules and data sources ran once, in
@@ -169,9 +240,9 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
 
     # 2. Data: pairs checked, bad ones dropped and counted, split into prompt / chosen / rejected.
     with start.state.main_process_first():
-        data = mixture.load_mixture(spec, "dpo", src, ["chosen", "rejected"], seed=trainer_args["seed"],
-                                    optional=("prompt", "score_chosen", "score_rejected"))
-        train, evaluation, dropped = mixture.clean_splits(data, mixture.clean_preferences)
+        data = mixture.load_mixture(spec, "dpo", src, list(KIND.columns), seed=trainer_args["seed"],
+                                    optional=KIND.optional_columns)
+        train, evaluation, dropped = mixture.clean_splits(data, KIND.clean)
         if len(train) == 0:
             raise UserError(f"{src}: no usable preference pairs left after dropping bad rows ({dict(dropped)})")
     stage.log_dropped(start, dropped, data["report"]["eval_overlap_removed"])
@@ -195,8 +266,8 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
     config = DPOConfig(output_dir=str(start.out), **trainer_args)
     model = modeling.load_model(location, recipe.model)  # after the config, as in sft.py (ZeRO-3 loading)
     # log-probs of packed pairs at completion positions only, for policy and reference (patches/dpo_log_probs.py)
-    with dpo_log_probs.installed(spec.lm_head, config.device) as head, \
-            prompt_length.cutting(spec.max_prompt_length, tokenizer.bos_token_id):
+    with dpo_log_probs.installed(spec.options.lm_head, config.device) as head, \
+            prompt_length.cutting(spec.options.max_prompt_length, tokenizer.bos_token_id):
         start.log(f"DPO log-probs: packed pairs, completion positions only, {head} LM head; reference: {reference}")
         trainer = DPOTrainer(model=model, args=config, train_dataset=train, eval_dataset=evaluation,
                              processing_class=tokenizer, peft_config=modeling.lora_config(spec.lora),
@@ -206,53 +277,121 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
     dropped.update(lengths)
     stage.log_dropped(start, lengths, 0)
 
-    console.attach(trainer, "dpo", train, evaluation, dropped, location, start.resume)  # banner, bars, log lines
+    console.attach(trainer, KIND, train, evaluation, dropped, location, start.resume)  # banner, bars, log lines
     # 5. Held-out figures before, train, after; save.
-    before = held_out(trainer) if evaluation is not None and start.resume is None else {}
+    before = held_out(trainer) if evaluation is not None and start.resume is None else None
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(start.resume) if start.resume else None)
     wall = time.perf_counter() - started
-    after = held_out(trainer) if evaluation is not None else {}
+    after = held_out(trainer) if evaluation is not None else None
     trainer.save_model(str(start.out))
-    summary = summarize(trainer, result, before, after, wall, start.out, data["report"], dropped, len(train))
-    summary.update(lm_head=head, reference=reference, padding_fraction=dpo_log_probs.padding_fraction(trainer.model),
-                   merged_model_dir=None)
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    summary = DPOResult(
+        stage="dpo", train_loss_first=losses[0] if losses else None, train_loss_last=losses[-1] if losses else None,
+        train_loss_mean=result.metrics.get("train_loss"), held_out_before=before, held_out_after=after,
+        global_step=trainer.state.global_step, epochs=trainer.state.epoch, train_pairs=len(train),
+        train_runtime_s=result.metrics.get("train_runtime"), wall_time_s=wall, model_dir=str(start.out),
+        adapter=hasattr(trainer.model, "peft_config"), lm_head=head, reference=reference,
+        padding_fraction=dpo_log_probs.padding_fraction(trainer.model),
+        data=DataReport(sources=data["report"]["sources"], dropped=dict(dropped),
+                        eval_overlap_removed=data["report"]["eval_overlap_removed"]))
     if spec.lora is not None:  # the final artifact people load: the DPO adapter merged into the SFT model
         release(trainer)
         del trainer, model
-        summary["merged_model_dir"] = str(merge_once(start, start.out, location, recipe))
+        summary.merged_model_dir = str(merge_once(start, start.out, location, recipe))
     if not start.state.is_main_process:
-        return {}
-    (start.out / run_files.SUMMARY).write_text(json.dumps(summary, indent=2))
+        return None
+    summary.write(start.out)
     print_summary(summary)
     return summary
 
 
-def summarize(trainer: Any, result: Any, before: dict, after: dict, wall: float, out: Path, report: dict,
-              dropped: dict, n_train: int) -> dict[str, Any]:
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    return {
-        "stage": "dpo",
-        "train_loss_first": losses[0] if losses else None,
-        "train_loss_last": losses[-1] if losses else None,
-        "train_loss_mean": result.metrics.get("train_loss"),
-        "held_out_before": before,
-        "held_out_after": after,
-        "global_step": trainer.state.global_step,
-        "epochs": trainer.state.epoch,
-        "train_pairs": n_train,
-        "train_runtime_s": result.metrics.get("train_runtime"),
-        "wall_time_s": wall,
-        "model_dir": str(out),
-        "adapter": hasattr(trainer.model, "peft_config"),
-        "data": {"sources": report["sources"], "dropped": dict(dropped),
-                 "eval_overlap_removed": report["eval_overlap_removed"]},
-    }
+def print_summary(s: DPOResult) -> None:
+    print(f"\nDPO done in {s.wall_time_s:.1f}s: {s.global_step} steps, {s.train_pairs} pairs")
+    print(f"  {s.headline()}")
+    print(f"  {'adapter' if s.adapter else 'model'} and tokenizer saved in {s.model_dir}")
+    if s.merged_model_dir:
+        print(f"  merged model (loads with transformers alone) in {s.merged_model_dir}")
 
 
-def print_summary(s: dict[str, Any]) -> None:
-    print(f"\nDPO done in {s['wall_time_s']:.1f}s: {s['global_step']} steps, {s['train_pairs']} pairs")
-    print(f"  {headline(s)}")
-    print(f"  {'adapter' if s['adapter'] else 'model'} and tokenizer saved in {s['model_dir']}")
-    if s.get("merged_model_dir"):
-        print(f"  merged model (loads with transformers alone) in {s['merged_model_dir']}")
+# --- what `check`, `check --show` and the memory estimate know of DPO -------------------------------------
+
+
+def _context(row: dict) -> list[dict]:
+    """The shared prompt of a pair: the chosen conversation without its answer, or the `prompt` column."""
+    return row["chosen"][:-1] or [{"role": "user", "content": row["prompt"]}]
+
+
+def row_problem(row: dict, templates: tuple[str, str], stage: Stage) -> str | None:
+    """Why a pair would be dropped, or does not render with the inference template (TRL tokenizes with it)."""
+    problem = mixture.preference_problem(row)
+    if problem:
+        return problem
+    conversation = _context(row) + row["chosen"][-1:]
+    return mixture.conversation_problem(conversation) or render_problem(conversation, templates[0], False)
+
+
+def example(row: dict, templates: tuple[str, str], stage: Stage) -> str:
+    """The chosen and the rejected answer after the shared prompt, each answer marked."""
+    parts = []
+    for side in ("chosen", "rejected"):
+        answer = row[side][-1]
+        text, _ = chat_template.render(templates[0], _context(row) + [answer])
+        start = text.rfind(answer["content"])
+        parts.append(f"--- {side}:\n{marked(text, [(start, len(text))])}")
+    return "\n".join(parts)
+
+
+def rules(recipe: Recipe, stage: Stage) -> list[str]:
+    """beta must be positive; a prompt cap must leave room for the answers."""
+    src, errors = recipe.source, []
+    if stage.setting("beta") <= 0:
+        errors.append(f"{src}: dpo.beta must be > 0 (Zephyr used 0.1; the current public recipe 0.01)")
+    max_length, prompt = stage.trainer.get("max_length"), stage.options.max_prompt_length
+    if prompt is not None and (max_length is None or prompt >= max_length):
+        errors.append(f"{src}: dpo.max_prompt_length {prompt} must be below dpo.max_length "
+                      f"{max_length}, or no answer token is left to compare (public recipe: 512 of 1024)")
+    return errors
+
+
+def validate(stage: Stage, source: str) -> None:
+    """DPOTrainer's own loss rules and our option values, when the recipe is read."""
+    if stage.options.lm_head not in dpo_log_probs.HEADS:
+        raise UserError(f"{source}: dpo.lm_head must be auto, dense or trl, got {stage.options.lm_head!r}")
+    check_losses(stage.trainer, source, stage.kind, stage.spec.fields())
+
+
+def holds_reference(stage: Stage) -> bool:
+    """Full fine-tuning keeps a frozen reference copy unless its log-probs are precomputed: the recipe says so,
+    or (unset) the run visits the whole split, when `reference_plan` precomputes them once (a max_steps run may
+    stop earlier and keeps a frozen copy: counted, to be safe)."""
+    if stage.lora is not None:
+        return False
+    asked = stage.trainer.get("precompute_ref_log_probs")
+    if asked is not None or stage.trainer.get("sync_ref_model"):
+        return not asked
+    return stage.setting("max_steps") > 0
+
+
+KIND = StageKind(
+    name="dpo", label="DPO", title="direct preference optimization (Zephyr stage 2)", unit="pairs",
+    eval_name="held-out pairs", card_title="distilled direct preference optimization (dDPO, Zephyr stage 2)",
+    card_training="Preference pairs are ranked by AI feedback (UltraFeedback-style); no\nhuman labels and no RL "
+                  "sampling.",
+    trainer_config="trl.trainer.dpo_config.DPOConfig", trainer_class="trl.DPOTrainer",
+    trainer_module="trl.trainer.dpo_trainer", options=Options,
+    columns=("chosen", "rejected"), optional_columns=("prompt", "score_chosen", "score_rejected"),
+    eval_split="test_prefs", starts_from="sft",
+    lr_range=(1e-8, 1e-5), lr_range_lora=(1e-7, 1e-4), sequences_per_row=2, holds_reference=holds_reference,
+    plots=(
+        ("dpo_loss.png", "DPO loss", "loss", [("log:loss", "train"), ("held:loss", "held-out (summary.json)")]),
+        ("dpo_rewards.png", "DPO rewards (train batches)", "reward", [
+            ("log:rewards/chosen", "chosen"), ("log:rewards/rejected", "rejected"),
+            ("log:rewards/margins", "margin"), ("held:margin", "held-out margin (summary.json)")]),
+        ("dpo_accuracy.png", "DPO preference accuracy", "accuracy", [
+            ("held:accuracy", "held-out, ties count half (summary.json)"),
+            ("log:rewards/accuracies", "train batches, ties count as wrong (TRL)")]),
+    ),
+    validate=validate, rules=rules, clean=mixture.clean_preferences, row_problem=row_problem, example=example,
+    run=run_dpo, result=DPOResult,
+)

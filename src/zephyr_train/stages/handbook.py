@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from zephyr_train.config.recipe import RENAMED_FIELDS, apply_override, build_recipe, read_yaml
+from zephyr_train.config.recipe import RENAMED_FIELDS, apply_override, read_yaml
 from zephyr_train.data.chat_template import renders_like_zephyr
 from zephyr_train.errors import UserError
+from zephyr_train.stages import build_recipe
 
 MODEL_KEYS = {"model_name_or_path": "name_or_path", "model_revision": "revision", "torch_dtype": "dtype",
               "dtype": "dtype", "attn_implementation": "attn_implementation", "trust_remote_code": "trust_remote_code"}
