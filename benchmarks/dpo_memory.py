@@ -45,8 +45,8 @@ def recipe_for(model: str, data: Path, out: Path, extra: list[str]):
 
     recipe = load_recipe(ROOT / "recipes" / "smoke.yaml",
                          [f"model.name_or_path={model}", f"output_dir={out}", *SETTINGS, *extra])
-    recipe.sft = None  # DPO straight from the model: both sides start from the same weights
-    recipe.dpo.datasets[0].path, recipe.dpo.datasets[0].split = str(data), "train"
+    recipe.sections.pop("sft", None)  # DPO straight from the model: both sides start from the same weights
+    recipe.stage("dpo").datasets[0].path, recipe.stage("dpo").datasets[0].split = str(data), "train"
     return recipe
 
 
@@ -76,9 +76,9 @@ def run_two_models(model: str, data: Path, out: Path, extra: list[str]) -> dict:
     shutil.copytree(path, out / "reference")
     reference = AutoModelForCausalLM.from_pretrained(out / "reference", dtype=torch.float32)
     pairs, _ = clean_preferences(datasets.load_dataset("json", data_files=str(data), split="train"))
-    lora = recipe.dpo.lora
+    lora = recipe.stage("dpo").lora
     trainer = DPOTrainer(model=policy, ref_model=reference, train_dataset=pairs, processing_class=tokenizer,
-                         args=DPOConfig(output_dir=str(out / "trl"), **recipe.dpo.trainer),
+                         args=DPOConfig(output_dir=str(out / "trl"), **recipe.stage("dpo").trainer),
                          peft_config=LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                                                 target_modules=lora.target_modules, task_type="CAUSAL_LM"))
     result = trainer.train()

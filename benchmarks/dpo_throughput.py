@@ -100,8 +100,7 @@ def token_counts(trainer) -> dict:
 def run_ours(steps: int, data: Path, out: Path) -> dict:
     import trl
 
-    from zephyr_train.stages import load_recipe
-    from zephyr_train.stages import dpo
+    from zephyr_train.stages import dpo, load_recipe
     from zephyr_train.train.patches import dpo_log_probs
 
     seen, timers = {}, {"held_out": [], "precompute": 0.0}
@@ -130,8 +129,8 @@ def run_ours(steps: int, data: Path, out: Path) -> dict:
         f"dpo.per_device_train_batch_size={BATCH}", f"dpo.per_device_eval_batch_size={BATCH}",
         f"dpo.max_steps={steps}", "dpo.logging_steps=1000", "dpo.save_strategy=no", "dpo.disable_tqdm=true",
         f"dpo.seed={SEED}", f"dpo.eval.max_samples={EVAL_PAIRS}"])
-    recipe.sft = None
-    recipe.dpo.datasets[0].path = str(data)
+    recipe.sections.pop("sft", None)
+    recipe.stage("dpo").datasets[0].path = str(data)
     s = dpo.run_dpo(recipe, overwrite=True)
     trainer = seen["trainer"]
     return {"seconds": s["train_runtime_s"] + timers["precompute"], "train_s": s["train_runtime_s"],

@@ -73,9 +73,9 @@ def load(run: Run, overrides: list[str]) -> Any:
 
     recipe = load_recipe(RECIPES / run.recipe, overrides)
     if run.kind == "sft":
-        recipe.dpo = None
+        recipe.sections.pop("dpo", None)
     else:
-        recipe.sft = None
+        recipe.sections.pop("sft", None)
     return recipe
 
 

@@ -51,8 +51,8 @@ def gemm_rate(seconds: float = 3.0) -> float:
 
 
 def conversations(n: int):
-    from zephyr_train.stages import load_recipe
     from zephyr_train.data.mixture import take_share
+    from zephyr_train.stages import load_recipe
 
     spec = load_recipe(ROOT / "recipes" / "smoke.yaml").sft.datasets[0]
     import datasets
@@ -64,8 +64,8 @@ def conversations(n: int):
 
 
 def run_ours(n: int, out: Path) -> dict:
-    from zephyr_train.stages import load_recipe
     from zephyr_train.data.builtin import model_dir
+    from zephyr_train.stages import load_recipe
     from zephyr_train.stages.sft import run_sft
 
     ds = conversations(n)
@@ -82,7 +82,7 @@ def run_ours(n: int, out: Path) -> dict:
         f"model.name_or_path={MODEL}", "sft.eval=null", "sft.save_strategy=no", f"sft.max_length={MAX_LENGTH}",
         f"sft.per_device_train_batch_size={rows}", "sft.num_train_epochs=1", "sft.logging_steps=1000",
         "sft.learning_rate=1e-4", f"output_dir={out / 'run'}", "sft.disable_tqdm=true", f"sft.seed={SEED}"])
-    recipe.sft.datasets[0].path, recipe.sft.datasets[0].split = str(data / "train.jsonl"), "train"
+    recipe.stage("sft").datasets[0].path, recipe.stage("sft").datasets[0].split = str(data / "train.jsonl"), "train"
     s = run_sft(recipe, overwrite=True)
     return {"seconds": s["train_runtime_s"], "tokens": s["tokens_seen"], "padding": s["padding_fraction"],
             "steps": s["global_step"], "batch": f"{rows} packed rows"}

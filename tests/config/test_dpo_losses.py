@@ -12,10 +12,10 @@ import math
 
 import pytest
 
-from zephyr_train.config.trainer_fields import trainer_fields
 from zephyr_train.data import builtin
+from zephyr_train.stages import KINDS
 
-LOSSES = trainer_fields("dpo")["loss_type"].item_choices
+LOSSES = KINDS["dpo"].fields()["loss_type"].item_choices
 # What some losses need that the defaults do not give (TRL's DPOTrainer checks these).
 EXTRA = {"exo_pair": {"label_smoothing": 1e-3}}
 
@@ -78,8 +78,8 @@ def test_every_loss_type_runs_and_a_combination_is_the_weighted_sum(tiny_model_d
 def test_trainer_rules_are_one_line_errors_before_loading(settings, trl_error, ours, tiny_model_dir, pairs, tmp_path):
     """What DPOTrainer refuses after the model has loaded, the recipe refuses when it is read."""
     from tests.conftest import SMOKE
-    from zephyr_train.stages import load_recipe
     from zephyr_train.errors import UserError
+    from zephyr_train.stages import load_recipe
 
     overrides = [f"dpo.{k}={v if not isinstance(v, list) else '[' + ','.join(v) + ']'}" for k, v in settings.items()]
     with pytest.raises(UserError, match=ours.replace("[", r"\[")):

@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from tests.conftest import cli
-from zephyr_train.stages.handbook import load_handbook
 from zephyr_train.data.chat_template import ZEPHYR
 from zephyr_train.errors import UserError
+from zephyr_train.stages.handbook import load_handbook
 
 # The handbook's zephyr-7b-beta sft/config_full.yaml, pointed at the built-in model and sample, offline.
 SFT_CONFIG = {
@@ -53,10 +53,10 @@ def test_sft_config_maps_to_a_recipe(tmp_path, capsys):
     warned = capsys.readouterr().err
     assert "max_seq_length is now max_length" in warned and "overwrite_output_dir has no effect" in warned
     assert recipe.model.name_or_path == "builtin:tiny-mistral" and recipe.chat_template == "zephyr"
-    t = recipe.sft.trainer
+    t = recipe.stage("sft").trainer
     assert t["max_length"] == 256 and t["warmup_steps"] == 0.1 and t["eval_strategy"] == "epoch"
     assert t["activation_checkpointing"] is True and t["dataset_num_proc"] == 1
-    assert recipe.sft.datasets[0].weight == 0.1 and recipe.sft.eval.split == "test_sft"
+    assert recipe.stage("sft").datasets[0].weight == 0.1 and recipe.stage("sft").eval.split == "test_sft"
     assert recipe.stage_dir("sft") == tmp_path / "out"  # the handbook's output_dir holds the model itself
 
 
@@ -67,8 +67,8 @@ def test_qlora_and_mixture_keys(tmp_path):
     recipe = load_handbook(write(tmp_path, {**config, **QLORA_KEYS, "torch_dtype": "bfloat16"}), "sft")
     quant = recipe.model.quantization
     assert quant.load_in_4bit and quant.bnb_4bit_compute_dtype == "bfloat16" and quant.bnb_4bit_quant_storage
-    assert recipe.sft.lora.r == 16 and "down_proj" in recipe.sft.lora.target_modules
-    assert recipe.sft.eval.fraction == 0.1 and recipe.sft.datasets[0].weight == 0.5
+    assert recipe.stage("sft").lora.r == 16 and "down_proj" in recipe.stage("sft").lora.target_modules
+    assert recipe.stage("sft").eval.fraction == 0.1 and recipe.stage("sft").datasets[0].weight == 0.5
 
 
 def test_not_a_handbook_config(tmp_path):

@@ -10,8 +10,8 @@ import yaml
 
 from tests.config.handbook_configs import DPO_FULL, DPO_QLORA, PUBLISHED, SFT_FULL, SFT_QLORA, on_cpu
 from tests.conftest import assert_user_error, cli
-from zephyr_train.stages.handbook import load_handbook
 from zephyr_train.errors import UserError
+from zephyr_train.stages.handbook import load_handbook
 
 
 def write(tmp_path, config: dict, name: str):
@@ -39,9 +39,9 @@ def test_each_published_config_maps(tmp_path, name, capsys):
 
 def test_published_values_survive(tmp_path):
     recipe = load_handbook(write(tmp_path, on_cpu(DPO_FULL, "builtin:tiny-mistral", "o"), "c.yaml"), "dpo")
-    t = recipe.dpo.trainer
+    t = recipe.stage("dpo").trainer
     assert t["beta"] == 0.01 and t["learning_rate"] == 5e-7 and t["warmup_steps"] == 0.1
-    assert t["lr_scheduler_type"] == "cosine" and recipe.dpo.max_prompt_length == 128
+    assert t["lr_scheduler_type"] == "cosine" and recipe.stage("dpo").options.max_prompt_length == 128
     assert recipe.model.dtype == "auto"  # torch_dtype: null
 
 
@@ -55,7 +55,7 @@ def _mixture_config(size, splits=("train_sft",)) -> dict:
 @pytest.mark.parametrize("size, key, value", [(1000, "rows", 1000), (0.05, "fraction", 0.05)])
 def test_test_split_size_int_is_rows_float_is_fraction(tmp_path, size, key, value):
     recipe = load_handbook(write(tmp_path, _mixture_config(size), "c.yaml"), "sft")
-    assert getattr(recipe.sft.eval, key) == value and recipe.sft.eval.seed == 0 and recipe.sft.eval.split is None
+    assert getattr(recipe.stage("sft").eval, key) == value and recipe.stage("sft").eval.seed == 0 and recipe.stage("sft").eval.split is None
 
 
 @pytest.mark.parametrize("size, message", [(-3, "test_split_size must be"), (12.5, "neither a fraction"),
@@ -112,5 +112,5 @@ def test_use_peft_is_mapped_and_dora_follows_the_schema(tmp_path, capsys):
     config = {**on_cpu(SFT_QLORA, "builtin:tiny-mistral", "o"), "use_dora": True}
     recipe = load_handbook(write(tmp_path, config, "c.yaml"), "sft")
     warned = capsys.readouterr().err
-    assert "use_peft has no effect" not in warned and recipe.sft.lora is not None
-    assert recipe.sft.lora.get("use_dora") is True  # PEFT's LoraConfig field, under its own name
+    assert "use_peft has no effect" not in warned and recipe.stage("sft").lora is not None
+    assert recipe.stage("sft").lora.get("use_dora") is True  # PEFT's LoraConfig field, under its own name

@@ -9,11 +9,11 @@ import math
 import pytest
 
 from tests.conftest import SMOKE
-from zephyr_train.stages.handbook import to_recipe
 from zephyr_train.config.lora import NOT_OURS, peft_fields
 from zephyr_train.config.recipe import to_dict
-from zephyr_train.stages import build_recipe, load_recipe
 from zephyr_train.errors import UserError
+from zephyr_train.stages import build_recipe, load_recipe
+from zephyr_train.stages.handbook import to_recipe
 
 
 def test_schema_is_peft_loraconfig():
@@ -36,13 +36,13 @@ def test_peft_fields_reach_loraconfig():
     recipe = load_recipe(SMOKE, ["sft.lora.use_dora=true", "sft.lora.lora_alpha=32",
                                  "sft.lora.layers_to_transform=[0, 2]", "sft.lora.init_lora_weights=pissa_niter_4",
                                  "dpo.lora.use_rslora=true", "dpo.lora.rank_pattern={q_proj: 4}"])
-    sft, dpo = lora_config(recipe.sft.lora), lora_config(recipe.dpo.lora)
+    sft, dpo = lora_config(recipe.stage("sft").lora), lora_config(recipe.stage("dpo").lora)
     assert sft.use_dora and sft.lora_alpha == 32 and sft.layers_to_transform == [0, 2]
     assert sft.init_lora_weights == "pissa_niter_4" and sft.r == 16 and sft.task_type == "CAUSAL_LM"
     assert dpo.use_rslora and not dpo.use_dora and dpo.rank_pattern == {"q_proj": 4}
     # the resolved recipe writes them back under PEFT's names and reads the same
     again = build_recipe(to_dict(recipe), "resolved")
-    assert again.sft.lora == recipe.sft.lora and again.dpo.lora == recipe.dpo.lora
+    assert again.stage("sft").lora == recipe.stage("sft").lora and again.stage("dpo").lora == recipe.stage("dpo").lora
     assert to_dict(again)["sft"]["lora"] == to_dict(recipe)["sft"]["lora"]
 
 
@@ -103,8 +103,8 @@ def test_dora_sft_then_rslora_dpo_hand_over(tmp_path):
     """DoRA for SFT, rsLoRA for DPO: the SFT adapter is merged, DPO starts from it at ln 2, the final model merges.
     Both stages use a TRL family's template (qwen2_5, ChatML) with its training twin; the models keep the
     inference form."""
-    from zephyr_train.preflight.check import before_stage
     from zephyr_train.pipeline.run import run_stage
+    from zephyr_train.preflight.check import before_stage
 
     out = tmp_path / "run"
     recipe = load_recipe(SMOKE, ["sft.max_steps=2", "sft.max_length=128", "sft.eval=null", "sft.lora.r=4",

@@ -10,9 +10,9 @@ import yaml
 
 from tests.conftest import ROOT, SMOKE
 from zephyr_train.config.recipe import fingerprint, save_resolved
-from zephyr_train.stages import load_recipe
-from zephyr_train.config.trainer_fields import coerce, trainer_fields
+from zephyr_train.config.trainer_fields import coerce
 from zephyr_train.errors import UserError
+from zephyr_train.stages import KINDS, load_recipe
 
 
 def write(tmp_path, text: str):
@@ -25,25 +25,25 @@ def test_trainer_fields_match_installed_trl():
     from trl import DPOConfig, SFTConfig
 
     for stage, cls in (("sft", SFTConfig), ("dpo", DPOConfig)):
-        ours = set(trainer_fields(stage))
+        ours = set(KINDS[stage].fields())
         theirs = {f for f in cls.__dataclass_fields__ if not f.startswith("_")}
         assert ours == theirs
 
 
 def test_smoke_recipe_and_overrides():
     recipe = load_recipe(SMOKE, ["sft.learning_rate=2e-4", "sft.lora.r=8", "output_dir=/tmp/x"])
-    assert recipe.sft.trainer["learning_rate"] == pytest.approx(2e-4)
-    assert recipe.sft.lora.r == 8 and recipe.sft.lora.alpha == 16
+    assert recipe.stage("sft").trainer["learning_rate"] == pytest.approx(2e-4)
+    assert recipe.stage("sft").lora.r == 8 and recipe.stage("sft").lora.alpha == 16
     assert recipe.output_dir == "/tmp/x"
     assert recipe.stage_dir("sft").as_posix() == "/tmp/x/sft"
-    assert recipe.sft.datasets[0].path == "builtin:ultrachat-sample"
-    assert recipe.sft.eval.split == "test_sft"
+    assert recipe.stage("sft").datasets[0].path == "builtin:ultrachat-sample"
+    assert recipe.stage("sft").eval.split == "test_sft"
 
 
 def test_overrides_index_lists_and_keep_text():
     recipe = load_recipe(SMOKE, ["sft.datasets.0.weight=0.5", "sft.run_name=a:[b", "sft.datasets.0.columns.messages=c"])
-    assert recipe.sft.datasets[0].weight == 0.5 and recipe.sft.datasets[0].columns == {"messages": "c"}
-    assert recipe.sft.trainer["run_name"] == "a:[b"
+    assert recipe.stage("sft").datasets[0].weight == 0.5 and recipe.stage("sft").datasets[0].columns == {"messages": "c"}
+    assert recipe.stage("sft").trainer["run_name"] == "a:[b"
     with pytest.raises(UserError, match=r"sft.datasets is a list of 1; index it from 0"):
         load_recipe(SMOKE, ["sft.datasets.3.weight=0.5"])
     with pytest.raises(UserError, match="model.dtype is not a section"):
@@ -54,7 +54,7 @@ def test_yaml_scientific_notation_is_a_float(tmp_path):
     # YAML 1.1 reads 5e-7 (no dot) as a string; the schema says float, so it is converted
     text = SMOKE.read_text().replace("learning_rate: 1.0e-3", "learning_rate: 5e-7")
     recipe = load_recipe(write(tmp_path, text))
-    assert recipe.sft.trainer["learning_rate"] == 5e-7
+    assert recipe.stage("sft").trainer["learning_rate"] == 5e-7
 
 
 @pytest.mark.parametrize(
@@ -92,7 +92,7 @@ def test_invalid_yaml_names_line(tmp_path):
 
 def test_gradient_checkpointing_alias_keeps_meaning():
     recipe = load_recipe(SMOKE, ["sft.gradient_checkpointing=true"])
-    assert recipe.sft.trainer["activation_checkpointing"] is True
+    assert recipe.stage("sft").trainer["activation_checkpointing"] is True
 
 
 def test_resolved_recipe_has_no_secrets(tmp_path):
@@ -139,4 +139,4 @@ def test_every_shipped_recipe_validates():
     assert len(recipes) >= 3
     for path in recipes:
         recipe = load_recipe(path)
-        assert recipe.sft is not None and recipe.sft.datasets, path
+        assert recipe.stage("sft") is not None and recipe.stage("sft").datasets, path

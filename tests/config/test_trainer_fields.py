@@ -12,9 +12,9 @@ import enum
 import pytest
 
 from tests.conftest import SMOKE
-from zephyr_train.stages import load_recipe
-from zephyr_train.config.trainer_fields import check_value, trainer_fields
+from zephyr_train.config.trainer_fields import check_value
 from zephyr_train.errors import UserError
+from zephyr_train.stages import KINDS, load_recipe
 
 
 def _real(stage: str) -> type:
@@ -34,7 +34,7 @@ def _plain(value):
 @pytest.mark.parametrize("stage", ["sft", "dpo"])
 def test_schema_names_and_defaults_match_the_real_dataclass(stage):
     real = {f.name: f for f in dataclasses.fields(_real(stage)) if not f.name.startswith("_")}
-    ours = trainer_fields(stage)
+    ours = KINDS[stage].fields()
     assert set(ours) == set(real)
     for name, field in real.items():
         if field.default is not dataclasses.MISSING:
@@ -51,7 +51,7 @@ def test_schema_names_and_defaults_match_the_real_dataclass(stage):
 @pytest.mark.parametrize("stage", ["sft", "dpo"])
 def test_post_init_coercions_match_the_real_dataclass(stage, tmp_path):
     """Every field we wrap into a list, or check against an enum, is wrapped / converted the same way by TRL."""
-    cls, fields = _real(stage), trainer_fields(stage)
+    cls, fields = _real(stage), KINDS[stage].fields()
     wrapped = [f for f in fields.values() if f.wraps]
     assert wrapped, "no single-value-to-list coercion found in TRL's __post_init__"
     for field in wrapped:
@@ -78,7 +78,7 @@ def test_dpo_loss_types_are_what_the_trainer_implements():
     """The items come from DPOTrainer's branches; DPOConfig's help text names the same set."""
     import trl.trainer.dpo_config as source
 
-    losses = trainer_fields("dpo")["loss_type"].item_choices
+    losses = KINDS["dpo"].fields()["loss_type"].item_choices
     help_text = next(f for f in dataclasses.fields(source.DPOConfig) if f.name == "loss_type").metadata["help"]
     assert set(losses) == {w.strip("`'") for w in help_text.split(": ")[1].split(". If")[0].split(", ")}
 

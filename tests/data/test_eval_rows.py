@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tests.data.test_mixture import convo, stage, write_jsonl
-from zephyr_train.stages import load_recipe
 from zephyr_train.data.mixture import load_mixture
 from zephyr_train.errors import UserError
+from zephyr_train.stages import load_recipe
 
 
 def test_rows_carves_exactly_that_many(tmp_path):

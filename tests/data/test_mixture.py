@@ -7,9 +7,9 @@ import json
 import pytest
 
 from tests.conftest import SMOKE
-from zephyr_train.stages import load_recipe
 from zephyr_train.data.mixture import clean_conversations, conversation_problem, load_mixture
 from zephyr_train.errors import UserError
+from zephyr_train.stages import load_recipe
 
 U = {"role": "user", "content": "hi"}
 A = {"role": "assistant", "content": "hello"}
@@ -31,8 +31,8 @@ def stage(overrides: list[str], datasets: list[dict] | None = None, tmp_path=Non
     if datasets is not None:
         from zephyr_train.config.recipe import DatasetSpec
 
-        recipe.sft.datasets = [DatasetSpec(**d) for d in datasets]
-    return recipe.sft
+        recipe.stage("sft").datasets = [DatasetSpec(**d) for d in datasets]
+    return recipe.stage("sft")
 
 
 def test_builtin_sample_with_official_eval_split():

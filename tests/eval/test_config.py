@@ -8,8 +8,8 @@ import yaml
 from tests.conftest import SMOKE, assert_user_error, cli
 from zephyr_train.config.evaluation import PAPER_TASKS
 from zephyr_train.config.recipe import to_dict
-from zephyr_train.stages import build_recipe, load_recipe
 from zephyr_train.errors import UserError
+from zephyr_train.stages import build_recipe, load_recipe
 
 
 def smoke_with(eval_section) -> dict:

@@ -7,10 +7,10 @@ import json
 import pytest
 
 from tests.conftest import SMOKE
-from zephyr_train.stages import load_recipe
 from zephyr_train.preflight import architectures as arch_mod
 from zephyr_train.preflight import launcher, memory
 from zephyr_train.preflight.architectures import KNOWN, architecture_of, from_config
+from zephyr_train.stages import load_recipe
 
 NONE = launcher.Launch("<none>")
 

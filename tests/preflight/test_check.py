@@ -11,10 +11,10 @@ import pytest
 
 from tests.conftest import ROOT, SMOKE
 from zephyr_train.cli import main
-from zephyr_train.stages import load_recipe
 from zephyr_train.preflight import check as preflight
 from zephyr_train.preflight import launcher, memory
 from zephyr_train.preflight.architectures import MISTRAL_7B, architecture_of
+from zephyr_train.stages import load_recipe
 
 RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))

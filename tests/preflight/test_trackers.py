@@ -9,8 +9,8 @@ import uuid
 import pytest
 
 from tests.conftest import SMOKE, assert_user_error, cli
-from zephyr_train.stages import load_recipe
 from zephyr_train.preflight import trackers
+from zephyr_train.stages import load_recipe
 
 
 def _missing_tracker() -> str:
@@ -53,8 +53,8 @@ def test_trackio_logs_a_stage_offline(tmp_path, monkeypatch):
     pytest.importorskip("trackio")  # in the dev extra; optional for users (`pip install zephyr-train[trackio]`)
     from trackio.sqlite_storage import SQLiteStorage
 
-    from zephyr_train.preflight.check import before_stage
     from zephyr_train.pipeline.run import run_stage
+    from zephyr_train.preflight.check import before_stage
 
     project = f"zt-test-{uuid.uuid4().hex[:8]}"  # unique, should trackio have been imported before
     out = tmp_path / "run"

@@ -18,9 +18,9 @@ import pytest
 
 from tests.conftest import SMOKE, cli
 from zephyr_train.config.recipe import save_resolved
-from zephyr_train.stages import load_recipe
 from zephyr_train.errors import UserError
 from zephyr_train.publish import hub
+from zephyr_train.stages import load_recipe
 
 TOKEN = "hf_FakeTokenForHubTests0123456789"
 

@@ -129,8 +129,8 @@ def test_auto_picks_dense_without_triton():
 def test_lm_head_recipe_key():
     from tests.conftest import SMOKE
     from zephyr_train.config.recipe import to_dict
-    from zephyr_train.stages import load_recipe
     from zephyr_train.errors import UserError
+    from zephyr_train.stages import load_recipe
 
     assert load_recipe(SMOKE).dpo.lm_head == "auto" and "lm_head" not in to_dict(load_recipe(SMOKE))["dpo"]
     assert to_dict(load_recipe(SMOKE, ["dpo.lm_head=dense"]))["dpo"]["lm_head"] == "dense"

@@ -61,8 +61,8 @@ def test_qlora_loads_real_4bit_and_trains_both_stages(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from zephyr_train.stages import load_recipe
     from zephyr_train.inference import modeling
+    from zephyr_train.stages import load_recipe
 
     quant = ["model.quantization.load_in_4bit=true", "model.quantization.bnb_4bit_compute_dtype=float32",
              "sft.lora.r=8", "dpo.lora.r=8"]

@@ -9,6 +9,7 @@ this package needs nothing from above it). docs/architecture.md lists the steps 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,7 +53,8 @@ class StageKind:
     # --- rows: the columns a dataset must have, and where the kind starts from
     columns: tuple[str, ...]
     optional_columns: tuple[str, ...] = ()
-    eval_split: str = "test"  # an example held-out split name, for hints (ultrachat_200k: test_sft)
+    train_split: str = "train"  # the published dataset's splits for this kind (ultrachat_200k: train_sft, test_sft);
+    eval_split: str = "test"  # defaults for handbook configs, examples in hints
     starts_from: str | None = None  # the kind whose result this one starts from when the recipe has it
     packs_rows: bool = False  # rows may be packed (TRL's `packing`), so step counts are an upper bound
     # --- check: learning-rate sanity ranges, memory, the kind's own rules
@@ -76,6 +78,10 @@ class StageKind:
     def fields(self) -> dict[str, Field]:
         """TRL's config fields, defaults and choices, read from the installed source (no import)."""
         return trainer_fields(self.trainer_config, self.trainer_module)
+
+    def has_option(self, key: str) -> bool:
+        """Whether `key` is one of this kind's own recipe keys (`options`)."""
+        return self.options is not None and key in {f.name for f in dataclasses.fields(self.options)}
 
     def lr_sane(self, lora: bool) -> tuple[float, float]:
         return self.lr_range_lora if lora else self.lr_range

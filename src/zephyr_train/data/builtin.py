@@ -20,7 +20,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from zephyr_train.data.chat_template import ZEPHYR
 from zephyr_train.data.sources import PREFIX
+from zephyr_train.errors import UserError
 
 SAMPLE_ROOT = Path(__file__).parent / "sample_files"
 DATASETS = {"ultrachat-sample": SAMPLE_ROOT / "ultrachat", "ultrafeedback-sample": SAMPLE_ROOT / "ultrafeedback"}
@@ -92,7 +94,6 @@ def build_tokenizer(vocab_size: int) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from zephyr_train.data.chat_template import ZEPHYR
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -111,7 +112,6 @@ def build_tokenizer(vocab_size: int) -> Any:
 
 def mistral_v1_model_file() -> Path:
     """mistral-common's copy of Mistral-7B-v0.1's SentencePiece model; UserError when it is not installed."""
-    from zephyr_train.errors import UserError
 
     try:
         import mistral_common
@@ -128,7 +128,6 @@ def mistral_v1_tokenizer() -> Any:
     BOS added on encode, no EOS, no pad token (tokenizer_config.json of mistralai/Mistral-7B-v0.1)."""
     from transformers import AutoTokenizer
 
-    from zephyr_train.data.chat_template import ZEPHYR
 
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copyfile(mistral_v1_model_file(), Path(tmp) / "tokenizer.model")

@@ -13,6 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from zephyr_train.config.trainer_fields import package_dir
 from zephyr_train.data.sources import is_builtin
 from zephyr_train.errors import UserError
 
@@ -46,7 +47,6 @@ _TWIN = "_training"
 def trl_templates() -> dict[str, Path]:
     """TRL's shipped chat templates by family name (`llama3`, `qwen2_5`, ...), read from its package
     directory without importing it; `<name>_training.jinja` beside one is its training twin."""
-    from zephyr_train.config.trainer_fields import package_dir
 
     folder = package_dir("trl") / "chat_templates"
     return {p.stem: p for p in sorted(folder.glob("*.jinja")) if not p.stem.endswith(_TWIN)}

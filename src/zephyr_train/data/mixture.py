@@ -17,6 +17,7 @@ from typing import Any
 
 from zephyr_train.config.recipe import DatasetSpec, EvalSpec, Stage
 from zephyr_train.data import builtin
+from zephyr_train.data.curation.text import repair, repair_messages
 from zephyr_train.data.sources import is_builtin, is_hub_id
 from zephyr_train.errors import UserError
 
@@ -239,7 +240,6 @@ def preference_problem(row: dict) -> str | None:
 def clean_preferences(ds: Any) -> tuple[Any, Counter]:
     """Drop unusable pairs (counted) and split each into TRL's prompt / chosen / rejected messages.
     CRLF line ends and literal `\\n` escapes are repaired first, each counted under "fixed: ..."."""
-    from zephyr_train.data.curation.text import repair, repair_messages
 
     fixed: Counter = Counter()
 

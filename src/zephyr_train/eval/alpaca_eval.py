@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from zephyr_train.eval import store
+from zephyr_train.eval.generation import Generator, Request, pick_backend
 from zephyr_train.eval.judge import KEY_ENV
 from zephyr_train.run_files import SUMMARY
 
@@ -23,7 +24,6 @@ def generate_outputs(model_dir: Path, out: Path, instructions: list[dict], model
                      backend: str = "auto", batch_size: int = 8, seed: int = 42, overwrite: bool = False,
                      extra_settings: dict | None = None, generator: Any = None) -> Path:
     """OUT/model_outputs.json, one entry per instruction, greedy (AlpacaEval's reference settings)."""
-    from zephyr_train.eval.generation import pick_backend
 
     backend = generator.backend if generator is not None else pick_backend(backend)
     settings = {"model_dir": str(Path(model_dir).resolve()), "model_id": model_id, "backend": backend,
@@ -33,7 +33,6 @@ def generate_outputs(model_dir: Path, out: Path, instructions: list[dict], model
     cached = {r["index"]: r["output"] for r in store.read_cache(out / CACHE)}
     todo = [i for i in range(len(instructions)) if i not in cached]
     if todo:
-        from zephyr_train.eval.generation import Generator, Request
 
         print(f"alpaca-eval: generating {len(todo)} outputs for {model_id} ({len(cached)} cached) with {backend}")
         generator = generator or Generator(model_dir, backend, batch_size, seed)

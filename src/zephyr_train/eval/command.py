@@ -13,6 +13,13 @@ import sys
 from pathlib import Path
 
 from zephyr_train.config.evaluation import BACKENDS, BENCHES, DEFAULT_ALPACA_PROMPTS, DEFAULT_QUESTIONS, PAPER_TASKS
+from zephyr_train.errors import UserError
+from zephyr_train.eval import alpaca_eval, harness, mt_bench
+from zephyr_train.eval import questions as q
+from zephyr_train.eval.judge import JudgeSettings, check_configured
+from zephyr_train.eval.mt_bench import MtBenchJob
+from zephyr_train.eval.questions import load_instructions
+from zephyr_train.inference.chat import check_model_dir
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -51,8 +58,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from zephyr_train.errors import UserError
-    from zephyr_train.inference.chat import check_model_dir
 
     model_dir = check_model_dir(args.model_dir)
     out = Path(args.out)
@@ -62,21 +67,17 @@ def run_command(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if args.bench == "lm-eval":
-        from zephyr_train.eval import harness
 
         tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
         summary = harness.run(model_dir, out, tasks, args.include_path, args.num_fewshot, args.limit, args.batch_size)
         print(harness.headline(summary))
     elif args.bench == "alpaca-eval":
-        from zephyr_train.eval import alpaca_eval
-        from zephyr_train.eval.questions import load_instructions
 
         instructions = load_instructions(args.prompts, args.limit)
         summary = alpaca_eval.run(model_dir, out, instructions, model_id, args.max_new_tokens or 2048, args.backend,
                                   args.batch_size, args.seed, args.overwrite, args.annotator)
         print(alpaca_eval.headline(summary))
     else:
-        from zephyr_train.eval import mt_bench
 
         job = mt_bench_job(args, model_dir, out, model_id)
         summary = mt_bench.run(job, overwrite=args.overwrite)
@@ -87,9 +88,6 @@ def run_command(args: argparse.Namespace) -> int:
 
 def mt_bench_job(args: argparse.Namespace, model_dir: Path, out: Path, model_id: str):
     """Questions, judge prompts, references and the judge's key or endpoint, all checked before any model loads."""
-    from zephyr_train.eval import questions as q
-    from zephyr_train.eval.judge import JudgeSettings, check_configured
-    from zephyr_train.eval.mt_bench import MtBenchJob
 
     judge = None if args.no_judge else JudgeSettings(args.judge_model, args.judge_base_url, args.judge_parallel)
     if judge is not None:

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zephyr_train.data.chat_template import ZEPHYR
 from zephyr_train.errors import UserError
+from zephyr_train.inference import chat
 
 GREEDY_BELOW = 1e-4  # FastChat: temperature < 1e-4 means greedy decoding
 
@@ -53,7 +55,6 @@ class Generator:
     """Loads a model once and answers many requests."""
 
     def __init__(self, model_dir: str | Path, backend: str = "auto", batch_size: int = 8, seed: int = 42) -> None:
-        from zephyr_train.inference import chat
 
         self.model_dir = chat.check_model_dir(model_dir)
         self.backend = pick_backend(backend)
@@ -67,7 +68,6 @@ class Generator:
         else:
             self.model, self.tokenizer = chat.load(self.model_dir)
         if self.tokenizer.chat_template is None:
-            from zephyr_train.data.chat_template import ZEPHYR
 
             self.tokenizer.chat_template = ZEPHYR
 

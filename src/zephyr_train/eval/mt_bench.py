@@ -28,6 +28,7 @@ from typing import Any
 from zephyr_train.errors import UserError
 from zephyr_train.eval import questions as q
 from zephyr_train.eval import store
+from zephyr_train.eval.generation import Generator, Request, pick_backend
 from zephyr_train.eval.judge import Judge, JudgeFailed, JudgeSettings, parse_rating
 from zephyr_train.run_files import SUMMARY
 
@@ -64,7 +65,6 @@ def answer_settings(job: MtBenchJob, backend: str) -> dict:
 
 def generate_answers(job: MtBenchJob, overwrite: bool = False, generator: Any = None) -> list[dict]:
     """Both turns of every question, cached per question and turn; FastChat model_answer rows."""
-    from zephyr_train.eval.generation import pick_backend
 
     backend = generator.backend if generator is not None else pick_backend(job.backend)
     store.claim(job.out, answer_settings(job, backend), overwrite,
@@ -73,7 +73,6 @@ def generate_answers(job: MtBenchJob, overwrite: bool = False, generator: Any = 
     cached = {_key(r["question_id"], r["turn"]): r["answer"] for r in store.read_cache(cache_file)}
     missing = sum(1 for x in job.questions for t in (1, 2) if _key(x.question_id, t) not in cached)
     if missing:
-        from zephyr_train.eval.generation import Generator, Request
 
         print(f"mt-bench: generating {missing} answers for {job.model_id} ({len(cached)} cached) with {backend}")
         generator = generator or Generator(job.model_dir, backend, job.batch_size, job.seed)

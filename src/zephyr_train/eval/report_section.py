@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from zephyr_train.eval import stage
+from zephyr_train.eval.harness import main_metric
 
 TITLES = {"sft": "SFT model", "dpo": "final model (SFT + DPO)"}
 # Zephyr paper, ablation (MT-Bench / AlpacaEval win %): SFT only 6.64 / 85.65; SFT then DPO 7.00 / 86.07.
@@ -41,7 +42,6 @@ def rows(results: dict) -> tuple[list[str], list[list[Any]]]:
         alpaca = benches.get("alpaca-eval") or {}
         if alpaca:
             put("AlpacaEval win rate", kind, alpaca.get("win_rate") if alpaca.get("judged") else "outputs only")
-        from zephyr_train.eval.harness import main_metric
 
         for task, task_metrics in ((benches.get("lm-eval") or {}).get("tasks") or {}).items():
             found = main_metric(task_metrics)

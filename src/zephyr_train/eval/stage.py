@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from zephyr_train.config.recipe import Recipe, fingerprint
-from zephyr_train.eval import store
+from zephyr_train.eval import alpaca_eval, harness, mt_bench, store
+from zephyr_train.eval import questions as q
+from zephyr_train.eval.harness import check_tasks
+from zephyr_train.eval.judge import JudgeSettings, check_configured
 from zephyr_train.run_files import EVAL, SUMMARY
 from zephyr_train.train.results import StageResult
 
@@ -23,7 +26,6 @@ FINGERPRINT = "eval_fingerprint.json"
 
 
 def _judge_settings(recipe: Recipe) -> Any:
-    from zephyr_train.eval.judge import JudgeSettings
 
     spec = recipe.eval
     if spec.mt_bench.answers_only:
@@ -36,12 +38,10 @@ def preflight(recipe: Recipe) -> None:
     spec = recipe.eval
     if spec is None:
         return
-    from zephyr_train.eval import questions as q
 
     if "mt-bench" in spec.benches:
         judge = _judge_settings(recipe)
         if judge is not None:
-            from zephyr_train.eval.judge import check_configured
 
             check_configured(judge, "eval.judge.base_url")
             q.load_judge_prompts(spec.mt_bench.judge_prompts)
@@ -50,7 +50,6 @@ def preflight(recipe: Recipe) -> None:
     if "alpaca-eval" in spec.benches:
         q.load_instructions(spec.alpaca_eval.prompts, spec.alpaca_eval.limit)
     if "lm-eval" in spec.benches:
-        from zephyr_train.eval.harness import check_tasks
 
         check_tasks(spec.lm_eval.tasks, spec.lm_eval.include_path)
 
@@ -70,12 +69,10 @@ def bench_fingerprint(recipe: Recipe, kind: str, bench: str) -> str:
 
 
 def run_bench(recipe: Recipe, kind: str, bench: str, model_dir: Path, folder: Path, redo: bool) -> dict:
-    from zephyr_train.eval import questions as q
 
     spec, model_id = recipe.eval, f"{Path(recipe.output_dir).name}-{kind}"
     resume = f"zephyr-train run {recipe.source}"
     if bench == "mt-bench":
-        from zephyr_train.eval import mt_bench
 
         m = spec.mt_bench
         asked = q.load_questions(m.questions, m.limit)
@@ -88,14 +85,12 @@ def run_bench(recipe: Recipe, kind: str, bench: str, model_dir: Path, folder: Pa
         print(f"  {kind}: {mt_bench.headline(summary)}")
         return summary
     if bench == "alpaca-eval":
-        from zephyr_train.eval import alpaca_eval
 
         a = spec.alpaca_eval
         summary = alpaca_eval.run(model_dir, folder, q.load_instructions(a.prompts, a.limit), model_id,
                                   a.max_new_tokens, spec.backend, spec.batch_size, spec.seed, redo, a.annotator)
         print(f"  {kind}: {alpaca_eval.headline(summary)}")
         return summary
-    from zephyr_train.eval import harness
 
     h = spec.lm_eval
     summary = harness.run(model_dir, folder, h.tasks, h.include_path, h.num_fewshot, h.limit, spec.batch_size)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from zephyr_train.inference.source import ModelSource, final_model_of
 from zephyr_train.run_files import RESOLVED_RECIPE
+from zephyr_train.stages import KINDS
 
 STOP_WORDS = ("<|system|>", "<|user|>", "<|assistant|>")
 
@@ -40,7 +41,7 @@ def run_metadata(source: ModelSource) -> dict:
     name = given.name if final_model_of(given) else (
         f"{given.parent.name}-{given.name}" if (given / RESOLVED_RECIPE).exists() else given.name)
     meta: dict = {"name": name, "eos": _eos(source.adapter or source.path)}
-    for place in (given, given / "dpo", given / "sft", source.path, source.path.parent):
+    for place in (given, *(given / kind for kind in reversed(KINDS)), source.path, source.path.parent):
         recipe_file = place / RESOLVED_RECIPE
         if recipe_file.exists():
             recipe = yaml.safe_load(recipe_file.read_text()) or {}

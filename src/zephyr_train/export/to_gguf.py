@@ -32,7 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zephyr_train.data.chat_template import ZEPHYR
 from zephyr_train.errors import UserError
+from zephyr_train.export import ollama
+from zephyr_train.export.tokenizer_vocab import add_to_writer, read_vocab
 from zephyr_train.inference import source as sources
 
 QUANTS = ("f16", "q8_0", "q4_k_m")
@@ -179,8 +182,6 @@ def write_gguf(model_dir: Path, target: Path, quant: str, name: str, license_: s
     import torch
     from safetensors import safe_open
 
-    from zephyr_train.data.chat_template import ZEPHYR
-    from zephyr_train.export.tokenizer_vocab import add_to_writer, read_vocab
 
     config = read_config(model_dir)
     layers, heads = config["num_hidden_layers"], config["num_attention_heads"]
@@ -241,7 +242,6 @@ def _quantize_with_llama_cpp(f16: Path, target: Path) -> None:
 def export(model_dir: str, out: str, quant: str = "f16", overwrite: bool = False, name: str | None = None,
            license_: str | None = None, base_model: str | None = None) -> Exported:
     """Checks everything a user can get wrong first (no model loaded), then writes under temp names."""
-    from zephyr_train.export import ollama
 
     quant = check_quant(quant)
     target = check_out(out, overwrite)

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zephyr_train.data.chat_template import ZEPHYR
 from zephyr_train.errors import UserError
+from zephyr_train.inference import portable
 from zephyr_train.run_files import ADAPTER_CONFIG
 
 EXIT_WORDS = {"/exit", "/quit", "exit", "quit"}
@@ -51,12 +53,10 @@ def load(model_dir: str | Path) -> tuple[Any, Any]:
     """(model, tokenizer) in eval mode; an adapter directory loads on the base it names."""
     from transformers import AutoTokenizer
 
-    from zephyr_train.inference import portable
 
     path = check_model_dir(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.chat_template is None:
-        from zephyr_train.data.chat_template import ZEPHYR
 
         tokenizer.chat_template = ZEPHYR
     import torch

@@ -12,6 +12,9 @@ import json
 from pathlib import Path
 
 from zephyr_train.config.recipe import ModelSpec
+from zephyr_train.errors import UserError
+from zephyr_train.inference.modeling import torch_dtype
+from zephyr_train.inference.portable import resolve_base
 from zephyr_train.run_files import ADAPTER_CONFIG, MERGED
 
 
@@ -28,7 +31,6 @@ def merge_adapter(adapter_dir: Path, base_location: str, spec: ModelSpec, target
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from zephyr_train.inference.modeling import torch_dtype
 
     quant = spec.quantization
     dtype = torch_dtype(quant.bnb_4bit_compute_dtype if quant and quant.load_in_4bit else spec.dtype)
@@ -47,13 +49,11 @@ def merge_adapter(adapter_dir: Path, base_location: str, spec: ModelSpec, target
 def merge_command(adapter_dir: str, out: str, dtype: str, base: str | None = None) -> Path:
     """`zephyr-train merge`: any LoRA adapter into the base its config names (or `base`), saved as a
     plain model in `dtype` that transformers loads without PEFT."""
-    from zephyr_train.errors import UserError
 
     config = Path(adapter_dir) / ADAPTER_CONFIG
     if not config.exists():
         raise UserError(f"{adapter_dir} holds no adapter_config.json; give a LoRA adapter directory")
     if not base:
-        from zephyr_train.inference.portable import resolve_base
 
         base = resolve_base(Path(adapter_dir), json.loads(config.read_text()).get("base_model_name_or_path") or "")
     if not base:

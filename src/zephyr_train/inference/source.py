@@ -13,8 +13,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from zephyr_train.config.recipe import ModelSpec
+from zephyr_train.data import builtin
 from zephyr_train.data.sources import is_builtin
 from zephyr_train.errors import UserError
+from zephyr_train.inference.merge import merge_adapter
 from zephyr_train.run_files import ADAPTER_CONFIG, MERGED, SUMMARY
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
@@ -106,9 +109,6 @@ def merge_if_needed(source: ModelSource, into: Path) -> Path:
     """The directory to read weights from: the model itself, or the adapter merged into `into`."""
     if not source.needs_merge:
         return source.path
-    from zephyr_train.config.recipe import ModelSpec
-    from zephyr_train.data import builtin
-    from zephyr_train.inference.merge import merge_adapter
 
     base = str(builtin.model_dir(source.base)) if is_builtin(source.base) else source.base
     return merge_adapter(source.adapter, base, ModelSpec(name_or_path=base), into)

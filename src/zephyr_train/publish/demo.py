@@ -19,8 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zephyr_train.config.stage_kind import is_final
 from zephyr_train.errors import UserError
+from zephyr_train.inference import chat
+from zephyr_train.inference.chat import Sampling, encode, start
+from zephyr_train.inference.source import resolve
 from zephyr_train.run_files import SUMMARY
+from zephyr_train.stages import KINDS
 
 SFT_LABEL, FINAL_LABEL = "SFT model", "Final model (DPO)"
 
@@ -36,21 +41,21 @@ class Loaded:
 def model_dirs(run_dir: str | Path) -> dict[str, Path]:
     """{label: directory} for the final model and, in a run directory with a finished SFT stage, the SFT model.
     Only small JSON files are read: a wrong path is answered before anything loads."""
-    from zephyr_train.inference.source import resolve
 
     run = Path(run_dir)
     final = resolve(run, "demo")
     found = {FINAL_LABEL: final.adapter or final.path}
-    sft = run / "sft"
-    if (run / SUMMARY).exists() and (sft / SUMMARY).exists():
-        sft_source = resolve(sft, "demo")
-        if (sft_source.adapter or sft_source.path) != found[FINAL_LABEL]:
-            found = {SFT_LABEL: sft_source.adapter or sft_source.path, **found}
+    for kind in KINDS.values():  # the stages a final one starts from (SFT), when the run finished them
+        stage = run / kind.name
+        if is_final(kind.name, KINDS) or not (run / SUMMARY).exists() or not (stage / SUMMARY).exists():
+            continue
+        source = resolve(stage, "demo")
+        if (source.adapter or source.path) != found[FINAL_LABEL]:
+            found = {f"{kind.label} model": source.adapter or source.path, **found}
     return found
 
 
 def load_models(dirs: dict[str, Path]) -> dict[str, Loaded]:
-    from zephyr_train.inference import chat
 
     loaded = {}
     for label, path in dirs.items():
@@ -60,7 +65,6 @@ def load_models(dirs: dict[str, Path]) -> dict[str, Loaded]:
 
 
 def messages_for(history: list[dict] | None, prompt: str, system: str | None) -> list[dict]:
-    from zephyr_train.inference.chat import start
 
     turns = [{"role": m["role"], "content": _text(m["content"])} for m in history or []
              if m.get("role") in ("user", "assistant")]
@@ -77,7 +81,6 @@ def _text(content: Any) -> str:
 
 def sampling_from(temperature: float, top_p: float, max_new_tokens: int, greedy: bool,
                   repetition_penalty: float) -> Any:
-    from zephyr_train.inference.chat import Sampling
 
     return Sampling(max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_p=float(top_p),
                     do_sample=not greedy and float(temperature) > 0, repetition_penalty=float(repetition_penalty))
@@ -87,7 +90,6 @@ def start_stream(loaded: Loaded, messages: list[dict], sampling: Any) -> Any:
     """A TextIteratorStreamer fed by generate() on a thread: the answer as it is produced."""
     from transformers import TextIteratorStreamer
 
-    from zephyr_train.inference.chat import encode
 
     tokenizer = loaded.tokenizer
     inputs = encode(tokenizer, messages).to(loaded.model.device)
@@ -137,7 +139,6 @@ def build_app(loaded: dict[str, Loaded], title: str, defaults: Any = None) -> An
     """The Blocks app; `defaults` (a chat.Sampling) sets the sampling controls' starting values."""
     import gradio as gr
 
-    from zephyr_train.inference.chat import Sampling
 
     final = loaded[FINAL_LABEL]
     pair = [loaded[SFT_LABEL], final] if SFT_LABEL in loaded else None

@@ -26,7 +26,7 @@ from zephyr_train.config.recipe import Hub, Recipe
 from zephyr_train.config.secrets import scrub
 from zephyr_train.config.stage_kind import is_final
 from zephyr_train.errors import UserError
-from zephyr_train.inference import portable
+from zephyr_train.inference import merge, portable
 from zephyr_train.publish import model_card
 from zephyr_train.run_files import ADAPTER_CONFIG, RESOLVED_RECIPE
 from zephyr_train.stages import KINDS, load_resolved, read_result
@@ -99,7 +99,6 @@ def plan(recipe: Recipe, stage: str, stage_dir: Path, in_progress: int | None = 
     uploads = [Upload(repo, stage_dir, "adapter", str(card), {ADAPTER_CONFIG: json.dumps(config, indent=2)
                                                               .encode()})]
     if in_progress is None:
-        from zephyr_train.inference import merge
 
         print(f"hub: merging the {stage} adapter into {local_base} for {repo}-merged")
         merged = merge.merge_adapter(stage_dir, local_base, recipe.model)

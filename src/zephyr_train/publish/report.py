@@ -20,11 +20,15 @@ from typing import Any
 from zephyr_train import run_files
 from zephyr_train.config.secrets import scrub
 from zephyr_train.config.stage_kind import is_final
+from zephyr_train.data import mixture
+from zephyr_train.errors import UserError
 from zephyr_train.eval import report_section as eval_report
+from zephyr_train.inference import chat
 from zephyr_train.publish import report_curves
 from zephyr_train.run_files import LOG_HISTORY, REPORT, REPORT_FILES, RESOLVED_RECIPE
 from zephyr_train.stages import KINDS, load_resolved, read_result
 from zephyr_train.train.results import StageResult
+from zephyr_train.train.stage_dir import last_checkpoint
 
 FILES = REPORT_FILES
 N_PROMPTS, MAX_NEW_TOKENS = 4, 64
@@ -51,7 +55,6 @@ def history_of(stage_dir: Path) -> list[dict]:
     """The stage's log history: tracking's log file, else the newest trainer_state.json there is."""
     if (stage_dir / LOG_HISTORY).exists():
         return json.loads((stage_dir / LOG_HISTORY).read_text())
-    from zephyr_train.train.stage_dir import last_checkpoint
 
     last = last_checkpoint(stage_dir)
     for state in (stage_dir / "trainer_state.json", last / "trainer_state.json" if last else None):
@@ -77,7 +80,6 @@ def read_stages(run_dir: Path) -> list[StageRun]:
 
 def held_out_prompts(stage_dirs: list[Path], n: int = N_PROMPTS) -> list[str]:
     """The first prompts of the recipe's held-out split (SFT's, else DPO's); none if there is no split."""
-    from zephyr_train.data import mixture
 
     for stage_dir in stage_dirs:
         recipe = load_resolved(stage_dir)
@@ -99,7 +101,6 @@ def held_out_prompts(stage_dirs: list[Path], n: int = N_PROMPTS) -> list[str]:
 def answers(model_dir: Path, prompts: list[str]) -> list[str]:
     from tqdm.auto import tqdm
 
-    from zephyr_train.inference import chat
 
     model, tokenizer = chat.load(model_dir)
     # greedy decoding of small or briefly trained models falls into loops (the tiny smoke model repeats
@@ -309,7 +310,6 @@ def render(run_dir: Path, stages: list[StageRun], plots: list[tuple[str, str]], 
 
 def write_report(run_dir: str | Path, samples: bool = True) -> Path:
     """Write RUN_DIR/report.html and its plots; returns the report's path."""
-    from zephyr_train.errors import UserError
 
     run_dir = Path(run_dir)
     stages = read_stages(run_dir)

@@ -17,7 +17,7 @@ from typing import Any
 from zephyr_train.config.recipe import RENAMED_FIELDS, apply_override, read_yaml
 from zephyr_train.data.chat_template import renders_like_zephyr
 from zephyr_train.errors import UserError
-from zephyr_train.stages import build_recipe
+from zephyr_train.stages import KINDS, build_recipe
 
 MODEL_KEYS = {"model_name_or_path": "name_or_path", "model_revision": "revision", "torch_dtype": "dtype",
               "dtype": "dtype", "attn_implementation": "attn_implementation", "trust_remote_code": "trust_remote_code"}
@@ -42,7 +42,7 @@ def _mixture(raw: dict, stage: str, source: str, warnings: list[str]) -> tuple[l
     entries = mixture.get("datasets") if isinstance(mixture, dict) else None
     if not isinstance(entries, list) or not entries or not all(isinstance(d, dict) and d.get("id") for d in entries):
         raise UserError(f"{source}: dataset_mixture.datasets must list datasets, each with an id (and split, weight)")
-    train_split = "train_sft" if stage == "sft" else "train_prefs"
+    train_split = KINDS[stage].train_split
     datasets, tests = [], []
     for d in entries:
         split = str(d.get("split", train_split))
@@ -74,7 +74,7 @@ def _mixture(raw: dict, stage: str, source: str, warnings: list[str]) -> tuple[l
 def _datasets(raw: dict, stage: str, source: str, warnings: list[str]) -> tuple[list[dict], dict | None]:
     """(datasets, eval) from `dataset_mixer` + `dataset_splits` (2024 recipes), `dataset_mixture`, or
     `dataset_name`."""
-    default = ["train_sft", "test_sft"] if stage == "sft" else ["train_prefs", "test_prefs"]
+    default = [KINDS[stage].train_split, KINDS[stage].eval_split]
     splits = raw.pop("dataset_splits", None) or default
     train = next((s for s in splits if "train" in s), splits[0])
     test = next((s for s in splits if "test" in s), None)
@@ -114,7 +114,8 @@ def to_recipe(raw: dict, stage: str, source: str) -> tuple[dict, list[str]]:
     template = raw.pop("chat_template", None)
     if template is not None and renders_like_zephyr(template):
         template = "zephyr"  # the public Zephyr template: our training twin marks the assistant spans
-    elif template is not None and "generation" not in template and "assistant_only_loss" not in raw and stage == "sft":
+    elif template is not None and "generation" not in template and "assistant_only_loss" not in raw \
+            and KINDS[stage].defaults.get("assistant_only_loss"):  # SFT's default would need the markers
         section["assistant_only_loss"] = False
         warnings.append(f"{source}: its chat_template has no {{% generation %}} markers; training on whole "
                         "conversations (assistant_only_loss=false), as the handbook did")
@@ -122,7 +123,7 @@ def to_recipe(raw: dict, stage: str, source: str) -> tuple[dict, list[str]]:
         if key in RENAMED_FIELDS:
             warnings.append(f"{source}: {key} is now {RENAMED_FIELDS[key]}; read as {RENAMED_FIELDS[key]}")
             raw[RENAMED_FIELDS[key]] = raw.pop(key)
-        elif key in IGNORED or (key == "max_prompt_length" and stage != "dpo"):
+        elif key in IGNORED or (key == "max_prompt_length" and not KINDS[stage].has_option(key)):
             warnings.append(f"{source}: {key} has no effect with TRL 1.16 here; ignored")
             raw.pop(key)
     # The handbook's output_dir holds the model itself, and the next config's model_name_or_path names it:

@@ -220,7 +220,7 @@ KIND = StageKind(
         "save_strategy": "steps",
         "save_steps": 500,
     },
-    columns=("messages",), eval_split="test_sft", packs_rows=True,
+    columns=("messages",), train_split="train_sft", eval_split="test_sft", packs_rows=True,
     lr_range=(1e-6, 1e-4), lr_range_lora=(1e-5, 1e-3),
     plots=(
         ("sft_loss.png", "SFT loss", "loss", [
