@@ -54,7 +54,7 @@ def run_ours(model: str, data: Path, out: Path, extra: list[str]) -> dict:
     from zephyr_train.stages.dpo import run_dpo
 
     s = run_dpo(recipe_for(model, data, out, extra), overwrite=True)
-    return {"steps": s["global_step"], "train_s": s["train_runtime_s"]}
+    return {"steps": s.global_step, "train_s": s.train_runtime_s}
 
 
 def run_two_models(model: str, data: Path, out: Path, extra: list[str]) -> dict:

@@ -133,10 +133,10 @@ def run_ours(steps: int, data: Path, out: Path) -> dict:
     recipe.stage("dpo").datasets[0].path = str(data)
     s = dpo.run_dpo(recipe, overwrite=True)
     trainer = seen["trainer"]
-    return {"seconds": s["train_runtime_s"] + timers["precompute"], "train_s": s["train_runtime_s"],
-            "precompute_s": timers["precompute"], "held_out_s": timers["held_out"], "steps": s["global_step"],
-            "padding": dpo_log_probs.padding_fraction(trainer.model), "head": s["lm_head"],
-            "first_loss": s["train_loss_first"], **token_counts(trainer)}
+    return {"seconds": s.train_runtime_s + timers["precompute"], "train_s": s.train_runtime_s,
+            "precompute_s": timers["precompute"], "held_out_s": timers["held_out"], "steps": s.global_step,
+            "padding": dpo_log_probs.padding_fraction(trainer.model), "head": s.lm_head,
+            "first_loss": s.train_loss_first, **token_counts(trainer)}
 
 
 def run_trl(steps: int, data: Path, out: Path) -> dict:

@@ -84,8 +84,8 @@ def run_ours(n: int, out: Path) -> dict:
         "sft.learning_rate=1e-4", f"output_dir={out / 'run'}", "sft.disable_tqdm=true", f"sft.seed={SEED}"])
     recipe.stage("sft").datasets[0].path, recipe.stage("sft").datasets[0].split = str(data / "train.jsonl"), "train"
     s = run_sft(recipe, overwrite=True)
-    return {"seconds": s["train_runtime_s"], "tokens": s["tokens_seen"], "padding": s["padding_fraction"],
-            "steps": s["global_step"], "batch": f"{rows} packed rows"}
+    return {"seconds": s.train_runtime_s, "tokens": s.tokens_seen, "padding": s.padding_fraction,
+            "steps": s.global_step, "batch": f"{rows} packed rows"}
 
 
 def run_trl(n: int, out: Path) -> dict:

@@ -55,7 +55,8 @@ def _mixture_config(size, splits=("train_sft",)) -> dict:
 @pytest.mark.parametrize("size, key, value", [(1000, "rows", 1000), (0.05, "fraction", 0.05)])
 def test_test_split_size_int_is_rows_float_is_fraction(tmp_path, size, key, value):
     recipe = load_handbook(write(tmp_path, _mixture_config(size), "c.yaml"), "sft")
-    assert getattr(recipe.stage("sft").eval, key) == value and recipe.stage("sft").eval.seed == 0 and recipe.stage("sft").eval.split is None
+    evaluation = recipe.stage("sft").eval
+    assert getattr(evaluation, key) == value and evaluation.seed == 0 and evaluation.split is None
 
 
 @pytest.mark.parametrize("size, message", [(-3, "test_split_size must be"), (12.5, "neither a fraction"),

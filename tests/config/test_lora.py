@@ -79,7 +79,7 @@ def test_handbook_maps_dora_and_rslora():
     raw = {"model_name_or_path": "builtin:tiny-mistral", "use_peft": True, "lora_r": 8, "use_dora": True,
            "use_rslora": True, "dataset_mixer": {"builtin:ultrachat-sample": 1.0}}
     recipe, warnings = to_recipe(raw, "sft", "config.yaml")
-    lora = build_recipe(recipe, "config.yaml").sft.lora
+    lora = build_recipe(recipe, "config.yaml").stage("sft").lora
     assert lora.get("use_dora") is True and lora.get("use_rslora") is True and lora.r == 8
     assert not [w for w in warnings if "dora" in w or "rslora" in w]
 
@@ -114,13 +114,13 @@ def test_dora_sft_then_rslora_dpo_hand_over(tmp_path):
     before_stage(recipe, ("sft", "dpo"))
     sft = run_stage(recipe, "sft")
     dpo = run_stage(recipe, "dpo")
-    assert sft["tokens_trained"] > 0  # the qwen2_5 twin's {% generation %} spans gave assistant labels
+    assert sft.tokens_trained > 0  # the qwen2_5 twin's {% generation %} spans gave assistant labels
     sft_adapter = json.loads((out / "sft" / "adapter_config.json").read_text())
     dpo_adapter = json.loads((out / "dpo" / "adapter_config.json").read_text())
     assert sft_adapter["use_dora"] is True and sft_adapter["use_rslora"] is False
     assert dpo_adapter["use_rslora"] is True and dpo_adapter["use_dora"] is False
     assert dpo_adapter["base_model_name_or_path"] == "sft/merged"  # relative to the run folder (publish/portable.py)
-    assert dpo["train_loss_first"] == pytest.approx(math.log(2), abs=1e-3)
+    assert dpo.train_loss_first == pytest.approx(math.log(2), abs=1e-3)
     assert (out / "dpo" / "merged" / "config.json").exists()
     from transformers import AutoTokenizer
 

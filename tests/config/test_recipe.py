@@ -42,7 +42,8 @@ def test_smoke_recipe_and_overrides():
 
 def test_overrides_index_lists_and_keep_text():
     recipe = load_recipe(SMOKE, ["sft.datasets.0.weight=0.5", "sft.run_name=a:[b", "sft.datasets.0.columns.messages=c"])
-    assert recipe.stage("sft").datasets[0].weight == 0.5 and recipe.stage("sft").datasets[0].columns == {"messages": "c"}
+    first = recipe.stage("sft").datasets[0]
+    assert first.weight == 0.5 and first.columns == {"messages": "c"}
     assert recipe.stage("sft").trainer["run_name"] == "a:[b"
     with pytest.raises(UserError, match=r"sft.datasets is a list of 1; index it from 0"):
         load_recipe(SMOKE, ["sft.datasets.3.weight=0.5"])
@@ -76,7 +77,7 @@ def test_yaml_scientific_notation_is_a_float(tmp_path):
 )
 def test_bad_keys_and_types(override, message):
     if message is None:
-        assert load_recipe(SMOKE, [override]).sft.trainer["bf16"] is True
+        assert load_recipe(SMOKE, [override]).stage("sft").trainer["bf16"] is True
         return
     with pytest.raises(UserError) as err:
         load_recipe(SMOKE, [override])

@@ -79,9 +79,10 @@ def test_vocab_and_experts_move_the_estimate():
 
 
 def test_lora_params_count_dora_and_layers():
-    plain = load_recipe(SMOKE, ["sft.lora.r=8"]).sft.lora
-    dora = load_recipe(SMOKE, ["sft.lora.r=8", "sft.lora.use_dora=true"]).sft.lora
-    half = load_recipe(SMOKE, ["sft.lora.r=8", "sft.lora.layers_to_transform=[0, 1, 2, 3, 4, 5, 6, 7]"]).sft.lora
+    plain = load_recipe(SMOKE, ["sft.lora.r=8"]).stage("sft").lora
+    dora = load_recipe(SMOKE, ["sft.lora.r=8", "sft.lora.use_dora=true"]).stage("sft").lora
+    half = load_recipe(SMOKE, ["sft.lora.r=8", "sft.lora.layers_to_transform=[0, 1, 2, 3, 4, 5, 6, 7]"])
+    half = half.stage("sft").lora
     base = memory.lora_params(arch_mod.MISTRAL_7B, plain)
     assert base == 32 * 8 * sum(a + b for a, b in arch_mod.MISTRAL_7B.linear_shapes().values())
     magnitudes = 32 * sum(out for _, out in arch_mod.MISTRAL_7B.linear_shapes().values())

@@ -20,7 +20,7 @@ from tests.conftest import SMOKE, cli
 from zephyr_train.config.recipe import save_resolved
 from zephyr_train.errors import UserError
 from zephyr_train.publish import hub
-from zephyr_train.stages import load_recipe
+from zephyr_train.stages import load_recipe, result_of
 
 TOKEN = "hf_FakeTokenForHubTests0123456789"
 
@@ -104,7 +104,8 @@ def test_model_card_content_and_metadata():
 
     recipe = zephyr_recipe()
     card = ModelCard(str(make_card(recipe, "sft", "me/zephyr-7b-sft", "model", "mistralai/Mistral-7B-v0.1",
-                                   "mistralai/Mistral-7B-v0.1", {"train_loss_last": 1.1, "eval_loss": 1.2})))
+                                   "mistralai/Mistral-7B-v0.1",
+                                   result_of({"stage": "sft", "train_loss_last": 1.1, "eval_loss": 1.2}))))
     meta = card.data.to_dict()
     assert meta["license"] == "mit" and meta["base_model"] == "mistralai/Mistral-7B-v0.1"
     assert meta["datasets"] == ["HuggingFaceH4/ultrachat_200k"]
@@ -120,7 +121,7 @@ def test_model_card_content_and_metadata():
     assert "no preference tuning" in text  # the SFT stage alone
 
     dpo = ModelCard(str(make_card(recipe, "dpo", "me/zephyr-7b", "adapter", "me/zephyr-7b-sft", "/local/sft",
-                                  DPO_SUMMARY)))
+                                  result_of(DPO_SUMMARY))))
     meta = dpo.data.to_dict()
     assert meta["base_model"] == "me/zephyr-7b-sft" and meta["library_name"] == "peft"
     assert meta["datasets"] == ["HuggingFaceH4/ultrafeedback_binarized"] and {"dpo", "lora"} <= set(meta["tags"])

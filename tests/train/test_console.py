@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import logging
 
+from zephyr_train.stages import KINDS
 from zephyr_train.train import console
 
-INFO = {"stage": "sft", "model": "builtin:tiny-mistral", "params": 1_800_000, "trainable_params": 1_800_000,
+INFO = {**console.kind_info(KINDS["sft"]), "model": "builtin:tiny-mistral", "params": 1_800_000,
+        "trainable_params": 1_800_000,
         "weights_dtype": "float32", "compute": "float32", "device": "cpu", "processes": 1, "rows": 2000,
         "dropped": {"empty content": 3}, "eval_rows": 200, "per_device": 8, "accumulation": 2, "epochs": 1.0,
         "steps": 125, "max_length": 512, "packing": True, "out": "runs/smoke/sft", "resume": None}
@@ -17,13 +19,13 @@ INFO = {"stage": "sft", "model": "builtin:tiny-mistral", "params": 1_800_000, "t
 def test_log_line_is_compact_with_numbers_as_numbers():
     logs = {"loss": 8.3412, "grad_norm": 2.831, "learning_rate": 0.0, "entropy": 8.292, "mean_token_accuracy": 0.0,
             "num_tokens": 512.0, "epoch": 0.01, "tokens_per_second": 5625.4}
-    line = console.log_line("sft", logs, 1, 100)
+    line = console.log_line("SFT", logs, 1, 100)
     assert line == ("SFT step 1/100 | loss 8.3412 | token_acc 0.000 | grad_norm 2.83 | entropy 8.292 | lr 0 | "
                     "tokens/s 5,625 | epoch 0.01")
     assert "'" not in line and "{" not in line and "num_tokens" not in line
-    assert console.log_line("dpo", {"eval_loss": 0.69, "eval_rewards/accuracies": 0.5}, 13, 13) == \
+    assert console.log_line("DPO", {"eval_loss": 0.69, "eval_rewards/accuracies": 0.5}, 13, 13) == \
         "DPO eval step 13/13 | eval_loss 0.6900 | eval_acc 0.50"
-    assert console.log_line("sft", {"train_runtime": 98.12, "train_loss": 4.2}, 100, 100) == \
+    assert console.log_line("SFT", {"train_runtime": 98.12, "train_loss": 4.2}, 100, 100) == \
         "SFT training ended, step 100/100 | mean_loss 4.2000 | runtime_s 98.1"
 
 
@@ -37,7 +39,7 @@ def test_banner_says_what_the_stage_will_do():
     assert "125 optimizer steps" in text and "batch 8 x 2 accumulation x 1 process(es)" in text
     assert "up to 8,192 tokens per step (16 rows of 512, packed)" in text
     assert lines[-1] == "  output     runs/smoke/sft"
-    lora = console.banner({**INFO, "stage": "dpo", "trainable_params": 20_000})
+    lora = console.banner({**INFO, **console.kind_info(KINDS["dpo"]), "trainable_params": 20_000})
     assert "0.02M trained (LoRA)" in lora and "16 pairs per step" in lora and "training pairs kept" in lora
 
 

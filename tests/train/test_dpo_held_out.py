@@ -56,19 +56,19 @@ def test_one_pass_held_out_figures_equal_the_two_pass_ones(tmp_path, tiny_model_
 
     trainer = build_trainer(tmp_path, tiny_model_dir, tokenizer, precompute_ref_log_probs=False)
     before = dpo.held_out(trainer)
-    assert before["ties"] == 1.0 and before["accuracy"] == 0.5 and before["pairs"] == 24
-    assert before["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert before.ties == 1.0 and before.accuracy == 0.5 and before.pairs == 24
+    assert before.loss == pytest.approx(math.log(2), abs=1e-6)
     with torch.no_grad():  # a policy that differs from the reference, as after training
         for p in trainer.model.parameters():
             p.add_(0.02 * torch.randn_like(p))
     after = dpo.held_out(trainer)
     margins, metrics = two_passes(trainer)
-    assert after["ties"] == 0.0
-    assert after["accuracy"] == pytest.approx((margins > 0).float().mean().item())
-    assert after["accuracy"] == pytest.approx(metrics["eval_rewards/accuracies"])  # no ties: TRL's strict count
-    assert after["margin"] == pytest.approx(metrics["eval_rewards/margins"], abs=1e-5)  # 3 equal batches of 8
-    assert after["loss"] == pytest.approx(metrics["eval_loss"], abs=1e-5)
-    assert after["loss"] != pytest.approx(math.log(2), abs=1e-3)
+    assert after.ties == 0.0
+    assert after.accuracy == pytest.approx((margins > 0).float().mean().item())
+    assert after.accuracy == pytest.approx(metrics["eval_rewards/accuracies"])  # no ties: TRL's strict count
+    assert after.margin == pytest.approx(metrics["eval_rewards/margins"], abs=1e-5)  # 3 equal batches of 8
+    assert after.loss == pytest.approx(metrics["eval_loss"], abs=1e-5)
+    assert after.loss != pytest.approx(math.log(2), abs=1e-3)
 
 
 def test_precomputed_reference_sees_the_cut_prompts(tmp_path, tiny_model_dir, tokenizer):

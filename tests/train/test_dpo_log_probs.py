@@ -132,7 +132,8 @@ def test_lm_head_recipe_key():
     from zephyr_train.errors import UserError
     from zephyr_train.stages import load_recipe
 
-    assert load_recipe(SMOKE).dpo.lm_head == "auto" and "lm_head" not in to_dict(load_recipe(SMOKE))["dpo"]
+    smoke = load_recipe(SMOKE)
+    assert smoke.stage("dpo").options.lm_head == "auto" and "lm_head" not in to_dict(smoke)["dpo"]
     assert to_dict(load_recipe(SMOKE, ["dpo.lm_head=dense"]))["dpo"]["lm_head"] == "dense"
     with pytest.raises(UserError, match="dpo.lm_head must be auto, dense or trl, got 'fast'"):
         load_recipe(SMOKE, ["dpo.lm_head=fast"])

@@ -131,6 +131,12 @@ def banner(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def kind_info(kind: StageKind) -> dict[str, Any]:
+    """What the banner says of a stage kind: its name, words and row shape."""
+    return {"stage": kind.name, "label": kind.label, "title": kind.title, "unit": kind.unit,
+            "sequences_per_row": kind.sequences_per_row}
+
+
 def describe(trainer: Any, kind: StageKind, rows: int, dropped: dict, model: str, eval_rows: int | None,
              resume: Any = None) -> dict[str, Any]:
     """Plain values for `banner`, read from the built trainer (the settings it will really use)."""
@@ -143,8 +149,7 @@ def describe(trainer: Any, kind: StageKind, rows: int, dropped: dict, model: str
                                                                           "is_loaded_in_4bit", False))
     compute = "bf16 mixed" if args.bf16 else "fp16 mixed" if args.fp16 else str(first.dtype).replace("torch.", "")
     return {
-        "stage": kind.name, "label": kind.label, "title": kind.title, "unit": kind.unit,
-        "sequences_per_row": kind.sequences_per_row, "model": model, "params": params, "trainable_params": trainable,
+        **kind_info(kind), "model": model, "params": params, "trainable_params": trainable,
         "weights_dtype": "4-bit NF4" if four_bit else str(first.dtype).replace("torch.", ""), "compute": compute,
         "device": str(args.device), "processes": processes, "rows": rows, "dropped": dict(dropped),
         "eval_rows": eval_rows, "per_device": args.per_device_train_batch_size,
