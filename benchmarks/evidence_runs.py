@@ -4,7 +4,7 @@ Each run is a public Zephyr-7B-beta recipe (`recipes/zephyr-7b-beta/*.yaml`) loa
 overridden only where a measurement needs it: the random-init model, the synthetic data, a few optimizer steps
 logged at every step, no eval, no checkpoints, and the attention kernel (FlashAttention-2 when installed, else
 SDPA). The child goes through the package as `zephyr-train sft/dpo` does (`preflight.check.before_stage`, then
-`train.sft.run_sft` / `train.dpo.run_dpo`) with one extra trainer callback that counts the trained tokens, times
+`stages.sft.run_sft` / `stages.dpo.run_dpo`) with one extra trainer callback that counts the trained tokens, times
 the steps and reads the CUDA memory peaks when training ends; it then stops the stage, because saving a 7B model
 (and merging a LoRA DPO adapter into it, ~15 GB written each) measures the disk, not the GPU, and would not fit
 the 8 minutes. Every run is its own process: its memory peaks are its own and an out-of-memory error ends only it.

@@ -119,7 +119,7 @@ def test_dora_sft_then_rslora_dpo_hand_over(tmp_path):
     dpo_adapter = json.loads((out / "dpo" / "adapter_config.json").read_text())
     assert sft_adapter["use_dora"] is True and sft_adapter["use_rslora"] is False
     assert dpo_adapter["use_rslora"] is True and dpo_adapter["use_dora"] is False
-    assert dpo_adapter["base_model_name_or_path"] == "sft/merged"  # relative to the run folder (publish/portable.py)
+    assert dpo_adapter["base_model_name_or_path"] == "sft/merged"  # relative to the run folder (inference/portable.py)
     assert dpo.train_loss_first == pytest.approx(math.log(2), abs=1e-3)
     assert (out / "dpo" / "merged" / "config.json").exists()
     from transformers import AutoTokenizer

@@ -115,7 +115,7 @@ def test_dpo_reference_counted_only_without_lora():
     full, qlora = load_recipe(FULL, ["dpo.max_steps=100"]), load_recipe(QLORA)
     none = launcher.Launch("<none>")
     assert memory.estimate(MISTRAL_7B, full, "dpo", none, 1).parts["DPO reference"] > 13 * memory.GIB
-    # a whole-split run precomputes the reference log-probs once (train/dpo.py reference_plan): no copy held
+    # a whole-split run precomputes the reference log-probs once (stages/dpo.py reference_plan): no copy held
     assert "DPO reference" not in memory.estimate(MISTRAL_7B, load_recipe(FULL), "dpo", none, 1).parts
     assert "DPO reference" not in memory.estimate(MISTRAL_7B, qlora, "dpo", none, 1).parts
     pre = load_recipe(FULL, ["dpo.precompute_ref_log_probs=true", "dpo.max_prompt_length=null"])

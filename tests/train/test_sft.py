@@ -81,7 +81,7 @@ def test_qlora_loads_real_4bit_and_trains_both_stages(tmp_path):
     dpo = json.loads((out / "dpo" / "summary.json").read_text())
     assert dpo["train_loss_first"] == pytest.approx(0.6931, abs=2e-3)  # 4-bit policy vs its disabled adapter
     adapter = json.loads((out / "dpo" / "adapter_config.json").read_text())
-    assert adapter["base_model_name_or_path"] == "sft/merged"  # relative to the run folder (publish/portable.py)
+    assert adapter["base_model_name_or_path"] == "sft/merged"  # relative to the run folder (inference/portable.py)
     final = AutoModelForCausalLM.from_pretrained(dpo["merged_model_dir"])  # full precision, no bitsandbytes
     assert final.dtype == torch.float32 and not any(isinstance(m, bnb.nn.Linear4bit) for m in final.modules())
 

@@ -5,7 +5,7 @@ Two tabs. "Chat": a streaming chat with the final model, a system prompt and sam
 streaming, so a user sees what DPO changed -- the comparison the run report shows for four held-out
 prompts, for any prompt. Each model is loaded once, when the demo starts (the tiny model: ~1 s; a 7B
 in bf16 needs ~15 GB per model, so both fit one 40 GB GPU), and every request reuses it. Prompts are
-rendered and encoded exactly as `zephyr-train chat` does (publish/chat.py), so the demo's greedy
+rendered and encoded exactly as `zephyr-train chat` does (inference/chat.py), so the demo's greedy
 answer is the chat command's greedy answer. The HTTP API is Gradio's own: `/chat` and
 `/side_by_side`, callable with `gradio_client`.
 """
