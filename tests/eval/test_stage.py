@@ -17,7 +17,7 @@ from tests.eval.judge_server import JudgeServer
 from tests.eval.test_mt_bench import SECRET, rating_by_question
 from zephyr_train import run_files
 from zephyr_train.config.recipe import fingerprint, save_resolved
-from zephyr_train.stages import build_recipe
+from zephyr_train.stages import build_recipe, read_result
 
 
 def finished_run(tmp_path: Path, tiny_model_dir: Path, eval_section: dict):
@@ -73,7 +73,7 @@ def test_run_evaluates_sft_and_final_model_then_skips(tmp_path, tiny_model_dir, 
     from zephyr_train.publish.model_card import make_card
 
     card = str(make_card(recipe, "dpo", "me/zephyr-tiny", "model", None, "builtin:tiny-mistral",
-                         json.loads((run_dir / "dpo" / run_files.SUMMARY).read_text())))
+                         read_result(run_dir / "dpo", "dpo")))
     assert "| MT-Bench score | 5.500 |" in card and "| MT-Bench math | 4.000 |" in card
 
 

@@ -77,7 +77,7 @@ def test_precomputed_reference_sees_the_cut_prompts(tmp_path, tiny_model_dir, to
     assert max(len(ids) for ids in trainer.train_dataset["prompt_ids"]) <= 24
     assert max(len(ids) for ids in trainer.eval_dataset["prompt_ids"]) <= 24
     figures = dpo.held_out(trainer)  # refs from the batch, the policy untouched: every pair ties
-    assert figures["ties"] == 1.0 and figures["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert figures.ties == 1.0 and figures.loss == pytest.approx(math.log(2), abs=1e-6)
 
 
 @pytest.mark.parametrize("args, n_train, precompute", [
@@ -90,7 +90,7 @@ def test_precomputed_reference_sees_the_cut_prompts(tmp_path, tiny_model_dir, to
 def test_reference_plan_for_full_fine_tuning(args, n_train, precompute):
     from zephyr_train.config.recipe import Stage
 
-    plan = dpo.reference_plan(Stage(kind="dpo", trainer=dict(args)), args, n_train, world=1)
+    plan = dpo.reference_plan(Stage(dpo.KIND, trainer=dict(args)), args, n_train, world=1)
     assert bool(args.get("precompute_ref_log_probs")) is precompute
     assert ("precomputed" in plan) is precompute
 
@@ -99,5 +99,5 @@ def test_reference_plan_for_lora_is_the_disabled_adapter():
     from zephyr_train.config.recipe import Lora, Stage
 
     args: dict = {}
-    assert "adapter disabled" in dpo.reference_plan(Stage(kind="dpo", lora=Lora()), args, 10, world=1)
+    assert "adapter disabled" in dpo.reference_plan(Stage(dpo.KIND, lora=Lora()), args, 10, world=1)
     assert "precompute_ref_log_probs" not in args

@@ -56,7 +56,7 @@ def run_pipeline(recipe: Recipe, overrides: list[str] = (), force: bool = False)
         state = stage_dir.state_of(out, fingerprint(recipe, name))
         if state == "finished" and not force:
             print(f"{name}: finished under the same settings in {out}; skipped (--force runs it again)")
-            results[name] = read_result(out)
+            results[name] = read_result(out, name)
             continue
         if state == "changed" and not force:
             print(f"{name}: {out} was made with other settings; running the stage again from scratch")

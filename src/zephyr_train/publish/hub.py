@@ -85,7 +85,7 @@ def published(rel: Path) -> bool:
 
 def plan(recipe: Recipe, stage: str, stage_dir: Path, in_progress: int | None = None) -> list[Upload]:
     """What a push of this stage's directory sends; merges a LoRA adapter first (once, cached)."""
-    summary = read_result(stage_dir)
+    summary = read_result(stage_dir, stage)
     repo, base = repo_for(recipe, stage), base_of(recipe, stage)
     adapter_config = stage_dir / ADAPTER_CONFIG
     if not adapter_config.exists():

@@ -70,7 +70,7 @@ def read_stages(run_dir: Path) -> list[StageRun]:
         if not path.is_dir():
             continue
         resolved = path / RESOLVED_RECIPE
-        found.append(StageRun(name, path, read_result(path), history_of(path),
+        found.append(StageRun(name, path, read_result(path, name), history_of(path),
                               scrub(resolved.read_text(encoding="utf-8")) if resolved.exists() else ""))
     return found
 

@@ -42,7 +42,7 @@ def finish_stage(recipe: Recipe, stage: str, stage_dir: Path | None = None) -> l
     the stage folder (and in `merged/` for a LoRA stage), replacing TRL's card or PEFT's stub."""
     stage_dir = Path(stage_dir or recipe.stage_dir(stage))
     run_dir = Path(recipe.output_dir)
-    summary = read_result(stage_dir)
+    summary = read_result(stage_dir, stage)
     upstream = recipe.upstream(stage)
     hub_base = base_of(recipe, stage) if recipe.hub else model_card.hub_id(recipe.model.name_or_path)
     if upstream is not None and not recipe.hub:

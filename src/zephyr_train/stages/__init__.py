@@ -37,13 +37,15 @@ def load_resolved(stage_dir: Path) -> Recipe:
     return recipes.load_resolved(stage_dir, KINDS)
 
 
-def result_of(raw: dict[str, Any]) -> StageResult:
-    """A stage's figures, typed by the kind its summary names (older run folders' keys included)."""
-    kind = KINDS.get(raw.get("stage", ""))
-    return kind.result.from_json(raw) if kind else StageResult.from_json(raw)
+def result_of(raw: dict[str, Any], kind: str | None = None) -> StageResult:
+    """A stage's figures, typed by the kind its summary names, else by `kind` (summaries written before the
+    registry have no `stage` key; their other keys load as they are)."""
+    raw = {**raw, "stage": raw.get("stage") or kind or ""}
+    spec = KINDS.get(raw["stage"])
+    return spec.result.from_json(raw) if spec else StageResult.from_json(raw)
 
 
-def read_result(stage_dir: Path) -> StageResult | None:
-    """The figures in STAGE_DIR/summary.json, None when the stage has not finished."""
+def read_result(stage_dir: Path, kind: str | None = None) -> StageResult | None:
+    """The figures in STAGE_DIR/summary.json (a `kind` stage), None when the stage has not finished."""
     path = Path(stage_dir) / run_files.SUMMARY
-    return result_of(json.loads(path.read_text())) if path.is_file() else None
+    return result_of(json.loads(path.read_text()), kind) if path.is_file() else None
