@@ -29,10 +29,13 @@ from zephyr_train.errors import UserError
 from zephyr_train.inference import merge, modeling
 from zephyr_train.preflight.check import render_problem
 from zephyr_train.preflight.show import marked
-from zephyr_train.train import console, tracking
+from zephyr_train.train import console, patches, tracking
 from zephyr_train.train import stage_dir as stage
-from zephyr_train.train.patches import dpo_log_probs, prompt_length
+from zephyr_train.train.patches import dpo_log_probs
+from zephyr_train.train.patches.contract import Setup
 from zephyr_train.train.results import DataReport, Figures, StageResult, fmt
+
+PLAIN_HEAD = "TRL's fused"  # `lm_head` when the dpo_log_probs patch is off: every position through TRL's head
 
 
 @dataclass
@@ -61,7 +64,7 @@ class DPOResult(StageResult):
     held_out_before: HeldOut | None = None
     held_out_after: HeldOut | None = None
     train_pairs: int = 0
-    lm_head: str | None = None  # the head log-probs went through: dense or trl
+    lm_head: str | None = None  # the head log-probs went through: dense, trl, or TRL's own (PLAIN_HEAD)
     reference: str | None = None  # the reference plan in words
     padding_fraction: float | None = None
 
@@ -264,14 +267,19 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
     callbacks = [*tracking.configure(recipe, "dpo", trainer_args, start.out), *callbacks]
     reference = reference_plan(spec, trainer_args, len(train), start.state.num_processes)
     config = DPOConfig(output_dir=str(start.out), **trainer_args)
+    # the patches DPO uses (train/patches/): log-probs of packed pairs at completion positions only, for policy
+    # and reference, and prompts cut to max_prompt_length, both while TRL builds the trainer
+    setup = Setup(enabled=recipe.patches, device=config.device.type, lm_head=spec.options.lm_head,
+                  max_prompt_length=spec.options.max_prompt_length, bos_token_id=tokenizer.bos_token_id)
+    chosen = patches.plan(KIND.patches, setup, start.log)
     model = modeling.load_model(location, recipe.model)  # after the config, as in sft.py (ZeRO-3 loading)
-    # log-probs of packed pairs at completion positions only, for policy and reference (patches/dpo_log_probs.py)
-    with dpo_log_probs.installed(spec.options.lm_head, config.device) as head, \
-            prompt_length.cutting(spec.options.max_prompt_length, tokenizer.bos_token_id):
-        start.log(f"DPO log-probs: packed pairs, completion positions only, {head} LM head; reference: {reference}")
-        trainer = DPOTrainer(model=model, args=config, train_dataset=train, eval_dataset=evaluation,
-                             processing_class=tokenizer, peft_config=modeling.lora_config(spec.lora),
-                             callbacks=callbacks)
+    start.log(f"DPO reference: {reference}")
+    trainer = patches.build_trainer(chosen, DPOTrainer, start.log, model=model, args=config, train_dataset=train,
+                                    eval_dataset=evaluation, processing_class=tokenizer,
+                                    peft_config=modeling.lora_config(spec.lora), callbacks=callbacks)
+    head = dpo_log_probs.head_of(trainer.model) or PLAIN_HEAD
+    start.log(f"DPO log-probs: {'packed pairs, completion positions only, ' if chosen.applied('dpo_log_probs') else ''}"
+              f"{head} LM head")
     tokenizer.chat_template = inference_template
     lengths = mixture.length_counts(trainer.train_dataset, len(train), config.max_length)  # real answers are long
     dropped.update(lengths)
@@ -291,7 +299,7 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
         train_loss_mean=result.metrics.get("train_loss"), held_out_before=before, held_out_after=after,
         global_step=trainer.state.global_step, epochs=trainer.state.epoch, train_pairs=len(train),
         train_runtime_s=result.metrics.get("train_runtime"), wall_time_s=wall, model_dir=str(start.out),
-        adapter=hasattr(trainer.model, "peft_config"), lm_head=head, reference=reference,
+        adapter=hasattr(trainer.model, "peft_config"), lm_head=head, reference=reference, patches=chosen.states,
         padding_fraction=dpo_log_probs.padding_fraction(trainer.model),
         data=DataReport(sources=data["report"]["sources"], dropped=dict(dropped),
                         eval_overlap_removed=data["report"]["eval_overlap_removed"]))
@@ -351,7 +359,8 @@ def rules(recipe: Recipe, stage: Stage) -> list[str]:
     if prompt is not None and (max_length is None or prompt >= max_length):
         errors.append(f"{src}: dpo.max_prompt_length {prompt} must be below dpo.max_length "
                       f"{max_length}, or no answer token is left to compare (public recipe: 512 of 1024)")
-    return errors
+    setup = Setup(enabled=recipe.patches, max_prompt_length=prompt)
+    return errors + [f"{src}: {error}" for error in patches.errors(KIND.patches, setup)]
 
 
 def validate(stage: Stage, source: str) -> None:
@@ -393,5 +402,5 @@ KIND = StageKind(
             ("log:rewards/accuracies", "train batches, ties count as wrong (TRL)")]),
     ),
     validate=validate, rules=rules, clean=mixture.clean_preferences, row_problem=row_problem, example=example,
-    run=run_dpo, result=DPOResult,
+    patches=("dpo_log_probs", "prompt_length"), run=run_dpo, result=DPOResult,
 )

@@ -21,9 +21,9 @@ from zephyr_train.errors import UserError
 from zephyr_train.inference import modeling
 from zephyr_train.preflight.check import render_problem
 from zephyr_train.preflight.show import marked
-from zephyr_train.train import console, tracking
+from zephyr_train.train import console, patches, tracking
 from zephyr_train.train import stage_dir as stage
-from zephyr_train.train.patches import lm_head, packing
+from zephyr_train.train.patches.contract import Setup
 from zephyr_train.train.results import DataReport, StageResult, fmt
 
 
@@ -110,21 +110,20 @@ def run_sft(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
     # 3. Only now, with recipe and data known good, touch the output directory: nothing is lost to a typo.
     stage.claim(start, recipe, overrides, overwrite)
 
-    # 4. Model, then TRL's trainer (which applies LoRA and, for 4-bit models, prepares them for QLoRA).
+    # 4. Model, then TRL's trainer (which applies LoRA and, for 4-bit models, prepares them for QLoRA), with
+    #    the patches SFT uses (train/patches/: packing, lm_head) unless the recipe says `patches: false`.
     from trl import SFTConfig, SFTTrainer
 
     callbacks = [*tracking.configure(recipe, "sft", trainer_args, out), *callbacks]
     config = SFTConfig(output_dir=str(out), assistant_only_loss=False, **trainer_args)  # masks are ours
+    chosen = patches.plan(KIND.patches, Setup(enabled=recipe.patches, device=config.device.type,
+                                              attn_implementation=recipe.model.attn_implementation), start.log)
     # after the config: under an accelerate DeepSpeed launch it registers ZeRO-3, so each process loads
     # only its shard instead of the whole model into CPU memory
     model = modeling.load_model(location, recipe.model)
-    trainer = SFTTrainer(model=model, args=config, train_dataset=train, eval_dataset=evaluation,
-                         processing_class=tokenizer, peft_config=modeling.lora_config(spec.lora),
-                         callbacks=callbacks)
-    if trainer.padding_free and not packing.uses_varlen_kernels(recipe.model.attn_implementation):
-        trainer.data_collator = packing.PackedRowsCollator(tokenizer.pad_token_id)
-    if lm_head.needs_dense_head(trainer.args.device):
-        lm_head.use_dense_lm_head(trainer.model.get_base_model() if spec.lora else trainer.model)
+    trainer = patches.build_trainer(chosen, SFTTrainer, start.log, model=model, args=config, train_dataset=train,
+                                    eval_dataset=evaluation, processing_class=tokenizer,
+                                    peft_config=modeling.lora_config(spec.lora), callbacks=callbacks)
 
     console.attach(trainer, KIND, train, evaluation, dropped, recipe.model.name_or_path, start.resume)  # banner etc.
     # 5. Train, evaluate, save.
@@ -138,6 +137,7 @@ def run_sft(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
     if not start.state.is_main_process:
         return None
     summary = summarize(trainer, result, eval_metrics, wall, (padding, seen), out, data["report"], dropped, len(train))
+    summary.patches = chosen.states
     summary.write(out)
     print_summary(summary)
     return summary
@@ -232,5 +232,5 @@ KIND = StageKind(
             ("summary:tokens_per_second", "mean over training (summary.json)")]),
     ),
     rules=rules, clean=mixture.clean_conversations, row_problem=row_problem, example=example,
-    run=run_sft, result=SFTResult,
+    patches=("packing", "lm_head"), run=run_sft, result=SFTResult,
 )

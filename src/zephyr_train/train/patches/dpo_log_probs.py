@@ -28,10 +28,15 @@ import types
 from collections.abc import Iterator
 from typing import Any
 
-from zephyr_train.train.patches import pair_packing
+from zephyr_train.train.patches import contract, pair_packing
+from zephyr_train.train.patches.contract import Need, Patch, Setup, attribute, fields, parameters, unwrapped
 
 HEADS = ("auto", "dense", "trl")
 CHUNK = 1024  # completion tokens per projection: 1024 x 32000 fp32 logits = 131 MB at a time
+STATS = "_zephyr_pair_packing"  # on a patched model: its head and the positions packed so far
+# ChunkedLogProbFunction.apply's 9 positional arguments, in the order trl_head passes them
+KERNEL_ARGS = ("hidden", "weight", "bias", "targets", "temperature", "chunk_size", "final_logit_softcapping",
+               "logit_scale", "outputs")
 _RESCALING = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
 
 
@@ -89,7 +94,7 @@ def install(model: Any, head: str, outputs: tuple[str, ...] = ("log_probs",)) ->
     text_config = model.config.get_text_config()
     exact = (text_config is model.config and not getattr(text_config, "output_router_logits", False)
              and all(getattr(text_config, name, None) is None for name in _RESCALING))
-    stats = model.__dict__.setdefault("_zephyr_pair_packing", {"real_tokens": 0, "positions": 0})
+    stats = model.__dict__.setdefault(STATS, {"real_tokens": 0, "positions": 0, "head": head})
 
     def forward(self: Any, *args: Any, fused_lm_head: bool = False, labels: Any = None, shift_labels: Any = None,
                 num_items_in_batch: Any = None, **kwargs: Any) -> Any:
@@ -121,8 +126,7 @@ def install(model: Any, head: str, outputs: tuple[str, ...] = ("log_probs",)) ->
 
 def padding_fraction(model: Any) -> float | None:
     """Share of the positions the policy computed in packed DPO forwards that were padding (None before any)."""
-    base = model.get_base_model() if hasattr(model, "peft_config") else model
-    stats = base.__dict__.get("_zephyr_pair_packing")
+    stats = unwrapped(model).__dict__.get(STATS)
     return 1 - stats["real_tokens"] / stats["positions"] if stats and stats["positions"] else None
 
 
@@ -138,10 +142,41 @@ def installed(choice: str, device: Any) -> Iterator[str]:
 
     def add_then_install(model: Any, *args: Any, outputs: tuple[str, ...] = ("log_probs",), **kwargs: Any) -> None:
         original(model, *args, outputs=outputs, **kwargs)
-        install(model, head, outputs)
+        if contract.fused_forward_problem(model) is None:  # else left as TRL made it; `_check_installed` says why
+            install(model, head, outputs)
 
     dpo_trainer.add_fused_lm_head = add_then_install
     try:
         yield head
     finally:
         dpo_trainer.add_fused_lm_head = original
+
+
+def head_of(model: Any) -> str | None:
+    """The head a patched model's log-probs go through ("dense" or "trl"); None when the patch is not on it."""
+    return unwrapped(model).__dict__.get(STATS, {}).get("head")
+
+
+def _needs(setup: Setup) -> tuple[Need, ...]:
+    needs = [parameters("trl.trainer.dpo_trainer.add_fused_lm_head", ("model", "temperature", "cast_lm_head_to_fp32",
+                                                                       "outputs")),
+             fields("trl.trainer.utils.FusedCausalLMOutput", ("loss", "log_probs", "entropy", "log_sum_sq_probs",
+                                                               "mean_logits", "is_top1", "label_mask"))]
+    if setup.lm_head == "auto":
+        needs.append(attribute("trl.kernels.chunked_logprob._use_triton"))
+    if setup.lm_head in ("auto", "trl"):
+        needs += [parameters("trl.kernels.ChunkedLogProbFunction.forward", KERNEL_ARGS, skip=1),
+                  attribute("trl.trainer.utils._CHUNKED_LOGPROB_CHUNK_SIZE")]
+    return tuple(needs)
+
+
+def _check_installed(trainer: Any, _: Setup) -> str | None:
+    """TRL must have called `add_fused_lm_head` on the policy while it was built, or nothing was installed."""
+    if head_of(trainer.model) is not None:
+        return None
+    problem = contract.fused_forward_problem(unwrapped(trainer.model))
+    return problem or "DPOTrainer.__init__ never called add_fused_lm_head"
+
+
+PATCH = Patch(name="dpo_log_probs", does="log-probs of packed pairs at completion positions only", needs=_needs,
+              during_init=lambda setup: installed(setup.lm_head, setup.device), after_init=_check_installed)

@@ -12,9 +12,30 @@ from __future__ import annotations
 import types
 from typing import Any
 
+from zephyr_train.train.patches.contract import Need, Patch, Setup, attribute, fields, fused_forward_problem, unwrapped
+
+OUTPUT = "trl.trainer.utils.FusedCausalLMOutput"
+
 
 def needs_dense_head(device: Any) -> bool:
     return getattr(device, "type", str(device)) not in ("cuda", "xpu")
+
+
+def _needs(_: Setup) -> tuple[Need, ...]:
+    return (attribute("trl.trainer.sft_trainer.add_fused_lm_head"),
+            fields(OUTPUT, ("loss", "log_probs", "entropy", "is_top1", "label_mask")))
+
+
+def _unwanted(setup: Setup) -> str | None:
+    return None if needs_dense_head(setup.device) else f"TRL's Triton head runs on {setup.device}"
+
+
+def _install(trainer: Any, _: Setup) -> str | None:
+    model = unwrapped(trainer.model)
+    problem = fused_forward_problem(model)
+    if problem is None:
+        use_dense_lm_head(model)
+    return problem
 
 
 def use_dense_lm_head(model: Any) -> None:
@@ -55,3 +76,7 @@ def use_dense_lm_head(model: Any) -> None:
                                    is_top1=spread(is_top1), label_mask=mask)
 
     model.forward = types.MethodType(forward, model)
+
+
+PATCH = Patch(name="lm_head", does="dense LM head on labelled positions", needs=_needs, unwanted=_unwanted,
+              after_init=_install)

@@ -13,6 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from zephyr_train.train.patches.contract import Patch, Setup, Unwanted
+
+SEQ_LENGTHS = "seq_lengths"  # TRL's column of each packed row's example lengths: where positions restart
+COLUMNS = ("input_ids", "labels", SEQ_LENGTHS)  # all this collator reads; TRL's collator reads the same
+
 
 @dataclass
 class PackedRowsCollator:
@@ -30,7 +35,7 @@ class PackedRowsCollator:
         for example in examples:
             ids = list(example["input_ids"])
             row_labels = list(example.get("labels", ids))
-            pos = [i for n in (example.get("seq_lengths") or [len(ids)]) for i in range(n)]
+            pos = [i for n in (example.get(SEQ_LENGTHS) or [len(ids)]) for i in range(n)]
             pad = width - len(ids)
             # padding forms a segment of its own (positions restart), so it never joins an example
             input_ids.append(ids + [self.pad_token_id] * pad)
@@ -46,3 +51,31 @@ class PackedRowsCollator:
 def uses_varlen_kernels(attn_implementation: str | None) -> bool:
     """FlashAttention takes TRL's flattened padding-free batches efficiently; nothing else does."""
     return bool(attn_implementation) and "flash" in attn_implementation
+
+
+def _unwanted(setup: Setup) -> str | None:
+    if uses_varlen_kernels(setup.attn_implementation):
+        return f"{setup.attn_implementation} takes TRL's padding-free batches as they are"
+    return None
+
+
+def _install(trainer: Any, setup: Setup) -> str | Unwanted | None:
+    """Swap TRL's collator for ours once the prepared data shows the packed layout it was written for.
+    Without `seq_lengths` this collator would read a packed row as one sequence (attention across examples),
+    and a column it does not read would be a training signal dropped: both leave TRL's collator in place."""
+    if not hasattr(trainer, "padding_free"):
+        return "SFTTrainer.padding_free is gone"
+    if not trainer.padding_free:
+        return Unwanted("packing is off (sft.packing: false)")
+    columns = trainer.train_dataset.column_names
+    if SEQ_LENGTHS not in columns:
+        return f"TRL's packed dataset has no {SEQ_LENGTHS} column (it has {', '.join(columns)})"
+    unread = [c for c in columns if c not in COLUMNS]
+    if unread:
+        return f"TRL's packed dataset has columns this collator does not read: {', '.join(unread)}"
+    trainer.data_collator = PackedRowsCollator(setup.pad_token_id)
+    return None
+
+
+PATCH = Patch(name="packing", does="packed rows kept as rows, block-diagonal attention", needs=lambda _: (),
+              unwanted=_unwanted, after_init=_install)

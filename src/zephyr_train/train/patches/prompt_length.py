@@ -12,17 +12,28 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+from zephyr_train.errors import UserError
+from zephyr_train.train.patches.contract import Patch, parameters
+
+PROMPT_IDS = "prompt_ids"  # the column TRL's DPO tokenization writes the prompt to
+TESTED = "install trl 1.16, the version this release is tested with"
+
 
 def cut_prompts(ds: Any, limit: int, bos: int | None) -> Any:
     """Keep each prompt's last `limit` tokens (and its leading BOS): the question's end and the template's
     `<|assistant|>` stay, so a long context never crowds the answers out of `max_length`."""
+    if PROMPT_IDS not in ds.column_names:
+        raise UserError(f"patch prompt_length (dpo.max_prompt_length) found no {PROMPT_IDS} column in TRL's "
+                        f"tokenized pairs (it has {', '.join(ds.column_names)}); remove dpo.max_prompt_length, "
+                        f"or {TESTED}")
+
     def cut(ids: list[int]) -> dict:
         if len(ids) <= limit:
-            return {"prompt_ids": ids}
+            return {PROMPT_IDS: ids}
         head = ids[:1] if bos is not None and ids[:1] == [bos] else []
-        return {"prompt_ids": head + ids[len(ids) - limit + len(head):]}
+        return {PROMPT_IDS: head + ids[len(ids) - limit + len(head):]}
 
-    return ds.map(cut, input_columns="prompt_ids", desc="Cutting prompts to max_prompt_length")
+    return ds.map(cut, input_columns=PROMPT_IDS, desc="Cutting prompts to max_prompt_length")
 
 
 @contextlib.contextmanager
@@ -41,3 +52,13 @@ def cutting(limit: int | None, bos: int | None) -> Iterator[None]:
         yield
     finally:
         DPOTrainer._prepare_dataset = original
+
+
+PATCH = Patch(
+    name="prompt_length", does="dpo.max_prompt_length: prompts cut to their last N tokens",
+    needs=lambda _: (parameters("trl.trainer.dpo_trainer.DPOTrainer._prepare_dataset", ("self", "dataset")),),
+    on_mismatch="error", fix=f"remove dpo.max_prompt_length, or {TESTED}",
+    unwanted=lambda setup: None if setup.max_prompt_length else "no dpo.max_prompt_length",
+    during_init=lambda setup: cutting(setup.max_prompt_length, setup.bos_token_id),
+    when_off=lambda setup: "prompts are not cut to dpo.max_prompt_length; TRL cuts each pair's end at max_length"
+    if setup.max_prompt_length else None)
