@@ -107,7 +107,7 @@ def test_dpo_boundary_equals_inference_tokenization(mistral_dir, mistral, tmp_pa
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
 
-    from zephyr_train.stages.dpo import with_bos
+    from zephyr_train.stages.policy import with_bos
 
     prompt = REAL[0][:4]
     rows = [{"prompt": prompt, "chosen": [REAL[0][4]], "rejected": [{"role": "assistant", "content": "No."}]},

@@ -120,7 +120,7 @@ def test_check_says_which_template_trains(tmp_path):
 
 
 def test_dpo_adds_bos_only_to_templates_without_one(base_tokenizer):
-    from zephyr_train.stages.dpo import with_bos
+    from zephyr_train.stages.policy import with_bos
 
     llama = trl_pair("llama3")[0]
     assert "bos_token" in llama and with_bos(llama, base_tokenizer) == llama  # one BOS, the template's

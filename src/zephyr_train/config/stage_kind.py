@@ -71,6 +71,8 @@ class StageKind:
     # --- the run report's plots of this stage: (file, title, y label, [(source, label)]); source "log:<key>"
     # reads the log history, "summary:<field>" and "held:<field>" the result (publish/report_curves.py)
     plots: tuple[tuple[str, str, str, list[tuple[str, str]]], ...] = ()
+    # --- the console's log lines: the kind's own figures, (log key, short name, format), after the losses
+    shown: tuple[tuple[str, str, str], ...] = ()
     # --- the TRL patches its trainer is built with (train/patches/: `packing`, `lm_head`, ...), in install order
     patches: tuple[str, ...] = ()
     # --- the flow and its figures

@@ -161,8 +161,10 @@ def clean_conversations(ds: Any, column: str = "messages") -> tuple[Any, Counter
     return ds.remove_columns("_problem"), counts
 
 
-def prompt_key(messages: list[dict]) -> str:
-    first_user = next((m["content"] for m in messages if m.get("role") == "user"), "")
+def prompt_key(messages: list[dict] | str) -> str:
+    """The first user turn, hashed: what makes two rows the same question (a plain-text prompt is that turn)."""
+    first_user = messages if isinstance(messages, str) else \
+        next((m["content"] for m in messages if m.get("role") == "user"), "")
     return hashlib.sha256(first_user.strip().encode()).hexdigest()
 
 

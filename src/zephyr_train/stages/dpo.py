@@ -17,18 +17,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from zephyr_train import run_files
 from zephyr_train.config.dpo_rules import check_losses
 from zephyr_train.config.recipe import Recipe, Stage
 from zephyr_train.config.stage_kind import StageKind
 from zephyr_train.data import chat_template, mixture
 from zephyr_train.errors import UserError
-from zephyr_train.inference import merge, modeling
+from zephyr_train.inference import modeling
 from zephyr_train.preflight.check import render_problem
 from zephyr_train.preflight.show import marked
+from zephyr_train.stages import policy
 from zephyr_train.train import console, patches, tracking
 from zephyr_train.train import stage_dir as stage
 from zephyr_train.train.patches import dpo_log_probs
@@ -98,27 +97,6 @@ class DPOResult(StageResult):
             line += (f", held-out preference accuracy {fmt(before.accuracy)} -> {fmt(after.accuracy)}, "
                      f"reward margin {fmt(before.margin)} -> {fmt(after.margin)}")
         return line
-
-
-def policy_location(recipe: Recipe) -> str:
-    """Where the policy starts: the finished SFT stage if the recipe has one, else the recipe's model."""
-    if recipe.upstream("dpo") is None:
-        return modeling.model_location(recipe.model, recipe.source)
-    sft_dir = recipe.stage_dir("sft")
-    if not (sft_dir / run_files.SUMMARY).exists():
-        raise UserError(f"{recipe.source}: DPO starts from the SFT stage's result, but {sft_dir} holds no finished "
-                        f"SFT run; run `zephyr-train sft {recipe.source}` first (or remove the sft section to "
-                        "start DPO from model.name_or_path)")
-    if (sft_dir / run_files.ADAPTER_CONFIG).exists():
-        return str(merge.merged_dir(sft_dir).resolve())  # made by `merge.merge_adapter` before loading
-    return str(sft_dir.resolve())
-
-
-def with_bos(template: str, tokenizer: Any) -> str:
-    """TRL tokenizes DPO pairs without special tokens; inference and our SFT start with one BOS (never two:
-    templates that write it themselves, as Llama-3's and Gemma's do, are left alone)."""
-    writes_bos = "bos_token" in template
-    return "{{ bos_token }}" + template if chat_template.adds_bos(tokenizer) and not writes_bos else template
 
 
 def held_out(trainer: Any) -> HeldOut:
@@ -202,29 +180,6 @@ def reference_plan(spec: Any, trainer_args: dict[str, Any], n_train: int, world:
     return "a frozen copy of the starting model"
 
 
-def release(trainer: Any) -> None:
-    """Drop the trainer's hold on the training model, so merging never has two models in memory."""
-    trainer.accelerator.free_memory()
-    trainer.model = trainer.model_wrapped = trainer.ref_model = trainer.optimizer = trainer.lr_scheduler = None
-
-
-def merge_once(start: stage.Start, adapter_dir: Path, base: str, recipe: Recipe) -> Path:
-    """Merge on the main process only; the others wait for the merged files."""
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    target = merge.merged_dir(adapter_dir)
-    if start.state.is_main_process:
-        start.log(f"merging the adapter in {adapter_dir} into {base} (16/32-bit) as {target}")
-        merge.merge_adapter(adapter_dir, base, recipe.model)
-    start.state.wait_for_everyone()
-    return target
-
-
 def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
             callbacks: list[Any] = ()) -> DPOResult | None:
     """Train the dpo stage; `callbacks` are extra trainer callbacks (the Hub's checkpoint pushes).
@@ -238,7 +193,7 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
     # 1. Checks that need no model or data: the recipe's rules and data sources ran once, in
     #    `preflight.check.before_stage`; here where the policy starts and the output directory.
     inference_template, _ = chat_template.resolve(recipe.chat_template, src, recipe.model, download=True)
-    location = policy_location(recipe)
+    location = policy.location(recipe, "dpo")
     start = stage.begin(recipe, "dpo", overwrite)
 
     # 2. Data: pairs checked, bad ones dropped and counted, split into prompt / chosen / rejected.
@@ -256,14 +211,9 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
     # 4. Model and trainer; TRL tokenizes with the template (one BOS), the saved tokenizer keeps the public one.
     from trl import DPOConfig, DPOTrainer
 
-    if location == str(merge.merged_dir(recipe.stage_dir("sft")).resolve()):
-        merge_once(start, recipe.stage_dir("sft"), modeling.model_location(recipe.model, src), recipe)
-    elif Path(location).name == run_files.MERGED and (Path(location).parent / run_files.ADAPTER_CONFIG).exists():
-        adapter = Path(location).parent  # model.name_or_path is an adapter, e.g. a handbook QLoRA SFT's output_dir
-        merge_once(start, adapter, modeling.adapter_base(adapter, src), recipe)
-
+    policy.merge_upstream(start, recipe, location)
     tokenizer = modeling.load_tokenizer(location, recipe.model, inference_template)
-    tokenizer.chat_template = with_bos(inference_template, tokenizer)
+    tokenizer.chat_template = policy.with_bos(inference_template, tokenizer)
     callbacks = [*tracking.configure(recipe, "dpo", trainer_args, start.out), *callbacks]
     reference = reference_plan(spec, trainer_args, len(train), start.state.num_processes)
     config = DPOConfig(output_dir=str(start.out), **trainer_args)
@@ -304,9 +254,9 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
         data=DataReport(sources=data["report"]["sources"], dropped=dict(dropped),
                         eval_overlap_removed=data["report"]["eval_overlap_removed"]))
     if spec.lora is not None:  # the final artifact people load: the DPO adapter merged into the SFT model
-        release(trainer)
+        policy.release(trainer)
         del trainer, model
-        summary.merged_model_dir = str(merge_once(start, start.out, location, recipe))
+        summary.merged_model_dir = str(policy.merge_once(start, start.out, location, recipe))
     if not start.state.is_main_process:
         return None
     summary.write(start.out)

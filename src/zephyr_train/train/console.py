@@ -77,13 +77,15 @@ def number(value: Any, spec: str) -> str:
     return format(value, spec)
 
 
-def log_line(label: str, logs: dict[str, Any], step: int, max_steps: int | None) -> str:
-    """One compact line for one trainer log: `SFT step 10/100 | loss 4.5120 | grad_norm 1.23 | lr 9.80e-04`."""
+def log_line(label: str, logs: dict[str, Any], step: int, max_steps: int | None,
+             shown: tuple[tuple[str, str, str], ...] = ()) -> str:
+    """One compact line for one trainer log: `SFT step 10/100 | loss 4.5120 | grad_norm 1.23 | lr 9.80e-04`;
+    `shown` adds a kind's own figures (StageKind.shown: ORPO's log-odds ratio, KTO's KL) after the loss."""
     evaluation = any(key.startswith("eval_") for key in logs)
     where = f"step {step}/{max_steps}" if max_steps else f"step {step}"
     kind = " eval" if evaluation else " training ended," if "train_runtime" in logs else ""
     parts = [f"{label}{kind} {where}"]
-    for key, short, spec in SHOWN:
+    for key, short, spec in [*SHOWN[:3], *shown, *SHOWN[3:]]:
         if isinstance(logs.get(key), int | float) and not isinstance(logs.get(key), bool):
             parts.append(f"{short} {number(logs[key], spec)}")
     return " | ".join(parts)
@@ -221,7 +223,7 @@ def stage_console(kind: StageKind, counter: CountingCollator | None) -> Any:
                     rate = round((tokens - self.last[1]) / (now - self.last[0]), 1)
                     logs["tokens_per_second"] = state.log_history[-1]["tokens_per_second"] = rate
                 self.last = (now, tokens)
-            tqdm.write(log_line(label, logs, state.global_step, state.max_steps or None))
+            tqdm.write(log_line(label, logs, state.global_step, state.max_steps or None, kind.shown))
 
     return StageConsole()
 

@@ -1,0 +1,76 @@
+"""The policy of a preference stage (DPO, KTO, ORPO): where it starts, how TRL tokenizes its prompts, and
+its LoRA result merged once. Shared by every kind that trains on a model an earlier stage (or the recipe)
+hands it, so a new kind is its own module and nothing else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from zephyr_train import run_files
+from zephyr_train.config.recipe import Recipe
+from zephyr_train.data import chat_template
+from zephyr_train.errors import UserError
+from zephyr_train.inference import merge, modeling
+from zephyr_train.train import stage_dir as stage
+
+
+def location(recipe: Recipe, kind: str) -> str:
+    """Where the policy of stage `kind` starts: the finished upstream stage (SFT) if the recipe has one, else
+    the recipe's model."""
+    upstream = recipe.upstream(kind)
+    if upstream is None:
+        return modeling.model_location(recipe.model, recipe.source)
+    up_dir, label, up_label = recipe.stage_dir(upstream.kind), recipe.kinds[kind].label, upstream.spec.label
+    if not (up_dir / run_files.SUMMARY).exists():
+        raise UserError(f"{recipe.source}: {label} starts from the {up_label} stage's result, but {up_dir} holds no "
+                        f"finished {up_label} run; run `zephyr-train {upstream.kind} {recipe.source}` first (or remove "
+                        f"the {upstream.kind} section to start {label} from model.name_or_path)")
+    if (up_dir / run_files.ADAPTER_CONFIG).exists():
+        return str(merge.merged_dir(up_dir).resolve())  # made by `merge_upstream` before loading
+    return str(up_dir.resolve())
+
+
+def merge_upstream(start: stage.Start, recipe: Recipe, policy: str) -> None:
+    """A policy that is a LoRA adapter (the upstream stage's, or a handbook QLoRA SFT's output_dir given as
+    model.name_or_path) is merged into its base once, before the policy loads."""
+    upstream = recipe.upstream(start.name)
+    if upstream is not None and policy == str(merge.merged_dir(recipe.stage_dir(upstream.kind)).resolve()):
+        merge_once(start, recipe.stage_dir(upstream.kind), modeling.model_location(recipe.model, recipe.source),
+                   recipe)
+    elif Path(policy).name == run_files.MERGED and (Path(policy).parent / run_files.ADAPTER_CONFIG).exists():
+        adapter = Path(policy).parent
+        merge_once(start, adapter, modeling.adapter_base(adapter, recipe.source), recipe)
+
+
+def with_bos(template: str, tokenizer: Any) -> str:
+    """TRL tokenizes preference rows without special tokens; inference and our SFT start with one BOS (never
+    two: templates that write it themselves, as Llama-3's and Gemma's do, are left alone)."""
+    writes_bos = "bos_token" in template
+    return "{{ bos_token }}" + template if chat_template.adds_bos(tokenizer) and not writes_bos else template
+
+
+def release(trainer: Any) -> None:
+    """Drop the trainer's hold on the training model, so merging never has two models in memory."""
+    trainer.accelerator.free_memory()
+    trainer.model = trainer.model_wrapped = trainer.optimizer = trainer.lr_scheduler = None
+    if hasattr(trainer, "ref_model"):
+        trainer.ref_model = None
+
+
+def merge_once(start: stage.Start, adapter_dir: Path, base: str, recipe: Recipe) -> Path:
+    """Merge on the main process only; the others wait for the merged files."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    target = merge.merged_dir(adapter_dir)
+    if start.state.is_main_process:
+        start.log(f"merging the adapter in {adapter_dir} into {base} (16/32-bit) as {target}")
+        merge.merge_adapter(adapter_dir, base, recipe.model)
+    start.state.wait_for_everyone()
+    return target
