@@ -17,10 +17,10 @@ from zephyr_train import run_files
 from zephyr_train.config import recipe as recipes
 from zephyr_train.config.recipe import Recipe
 from zephyr_train.config.stage_kind import StageKind
-from zephyr_train.stages import dpo, sft
+from zephyr_train.stages import dpo, kto, orpo, sft
 from zephyr_train.train.results import StageResult
 
-KINDS: Mapping[str, StageKind] = {kind.name: kind for kind in (sft.KIND, dpo.KIND)}  # one line a kind, run order
+KINDS: Mapping[str, StageKind] = {kind.name: kind for kind in (sft.KIND, dpo.KIND, kto.KIND, orpo.KIND)}  # run order
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
