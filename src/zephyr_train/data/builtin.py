@@ -6,6 +6,8 @@ template. It is built on first use, deterministically from a seed and the bundle
 `builtin:tiny-mistral-32k` is the same small model carrying Mistral-7B-v0.1's real tokenizer (SentencePiece,
 32000 tokens, `<s>` 1, `</s>` 2, no pad token), built from the copy PyPI's `mistral-common` ships as
 `mistral_common/data/tokenizer.model.v1`: what a user's real Mistral tokenizes, without a Hub download.
+`builtin:smollm2-135m` is a real pretrained chat model, SmolLM2-135M-Instruct, rebuilt from the GGUF a PyPI
+package ships (data/packaged.py).
 `builtin:ultrachat-sample` and `builtin:ultrafeedback-sample` are the bundled datasets, written by
 `scripts/make_sample_data.py` in the public `ultrachat_200k` and `ultrafeedback_binarized` schemas.
 """
@@ -14,14 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from zephyr_train.data import packaged
 from zephyr_train.data.chat_template import ZEPHYR
-from zephyr_train.data.sources import PREFIX
+from zephyr_train.data.sources import PREFIX, cache_root
 from zephyr_train.errors import UserError
 
 SAMPLE_ROOT = Path(__file__).parent / "sample_files"
@@ -42,23 +44,27 @@ MODELS: dict[str, dict[str, Any]] = {
     "tiny-mistral-32k": {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 4,
                          "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 32000},
 }
+
 REAL_TOKENIZER = {"tiny-mistral-32k"}  # built from mistral-common's tokenizer.model.v1, not trained here
 MAX_POSITIONS = 4096  # context length of the built-in models
 SEED = 1234
 BUILD_VERSION = 1  # bump when the build recipe changes, so caches are rebuilt
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("ZEPHYR_TRAIN_CACHE", Path.home() / ".cache" / "zephyr-train"))
-
-
 def dataset_dir(name: str) -> Path | None:
     return DATASETS.get(name.removeprefix(PREFIX))
 
 
+def names() -> list[str]:
+    """Every built-in model's name, as a recipe spells it."""
+    return [f"{PREFIX}{key}" for key in (*MODELS, *packaged.PACKAGED)]
+
+
 def model_dir(name: str) -> Path:
-    """The cached tiny model's directory, building it first if needed."""
+    """The cached built-in model's directory, building it first if needed."""
     key = name.removeprefix(PREFIX)
+    if key in packaged.PACKAGED:
+        return packaged.model_dir(key)
     if key not in MODELS:
         raise KeyError(key)
     corpus = "mistral-v1" if key in REAL_TOKENIZER else _corpus_digest()

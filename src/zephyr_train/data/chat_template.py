@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from zephyr_train.config.trainer_fields import package_dir
-from zephyr_train.data.sources import is_builtin
+from zephyr_train.data import packaged
+from zephyr_train.data.sources import PREFIX, is_builtin
 from zephyr_train.errors import UserError
 
 ZEPHYR = (
@@ -68,10 +69,9 @@ PROBE = [{"role": "system", "content": "S0"}, {"role": "user", "content": "U1"},
          {"role": "user", "content": "U2"}, {"role": "assistant", "content": "A2"}]
 
 
-def render(template: str, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
-    """Text of `messages` and its `{% generation %}` spans, rendered as transformers renders templates (its
-    `raise_exception` and `strftime_now` helpers included: gpt-oss dates its system prompt), without
-    importing transformers: `check` shows and checks the trained spans of a recipe's first rows with it."""
+def _environment() -> Any:
+    """Jinja as transformers renders templates (its `raise_exception` and `strftime_now` helpers included:
+    gpt-oss dates its system prompt), with `{% generation %}` blocks marked by \x02 ... \x03."""
     import datetime
 
     from jinja2 import nodes
@@ -94,6 +94,20 @@ def render(template: str, messages: list[dict]) -> tuple[str, list[tuple[int, in
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[Generation, loopcontrols])
     env.globals.update(raise_exception=raise_exception, strftime_now=lambda f: datetime.datetime.now().strftime(f))
+    return env
+
+
+def render(template: str, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
+    """Text of `messages` and its trained spans, without importing transformers (`check` shows and checks
+    the trained spans of a recipe's first rows with it): the `{% generation %}` spans of a template that
+    marks them, else the spans `derived_spans` reads off the template itself ([] when it cannot)."""
+    env = _environment()
+
+    def text_of(msgs: list[dict], add_generation_prompt: bool) -> str:
+        marked = env.from_string(template).render(messages=msgs, bos_token="<s>", eos_token="</s>",
+                                                  add_generation_prompt=add_generation_prompt)
+        return marked.replace("\x02", "").replace("\x03", "")
+
     marked = env.from_string(template).render(messages=messages, bos_token="<s>", eos_token="</s>",
                                               add_generation_prompt=False)
     text, spans, begin = "", [], 0
@@ -104,7 +118,41 @@ def render(template: str, messages: list[dict]) -> tuple[str, list[tuple[int, in
             spans.append((begin, len(text)))
         else:
             text += char
-    return text, spans
+    if _has_markers(template):
+        return text, spans
+    return text, derived_spans(text_of, messages) or []
+
+
+def derived_spans(text_of: Any, messages: list[dict]) -> list[tuple[int, int]] | None:
+    """Each assistant reply's span read off the template itself, for templates without `{% generation %}`
+    markers (SmolLM2's ChatML, most models' own): the text between the prompt rendered with
+    `add_generation_prompt` and the conversation rendered up to that reply, trailing whitespace left out
+    (the reply and its end-of-turn token train, as Zephyr's twin marks them). `text_of(messages,
+    add_generation_prompt)` renders. None when the template is not prefix-consistent (an earlier turn
+    renders differently once later ones follow): then no exact split exists."""
+    full = text_of(messages, False)
+    spans = []
+    for i, message in enumerate(messages):
+        if message.get("role") != "assistant":
+            continue
+        prompt, upto = text_of(messages[:i], True), text_of(messages[:i + 1], False)
+        end = len(upto.rstrip())
+        if not upto.startswith(prompt) or not full.startswith(upto) or end <= len(prompt):
+            return None
+        spans.append((len(prompt), end))
+    return spans
+
+
+def prefix_consistent(template: str) -> bool:
+    """Whether the replies of a probe conversation (with and without a system turn) split off exactly."""
+    for messages in (PROBE, PROBE[1:]):
+        try:
+            text, spans = render(template, messages)
+        except Exception:  # noqa: BLE001 - a template that cannot render this probe says nothing
+            continue
+        return len(spans) == 2 and [text[a:b].startswith(m) for (a, b), m in zip(spans, ("A1", "A2"), strict=True)] \
+            == [True, True]
+    return False
 
 
 def twin_renders_alike(inference: str, training: str) -> bool:
@@ -161,6 +209,9 @@ def model_template(name: str, revision: str = "main", download: bool = False) ->
     import json
 
     if is_builtin(name):
+        key = name.removeprefix(PREFIX)
+        if key in packaged.PACKAGED:  # a real model's own template, read from its GGUF (None: package missing)
+            return packaged.template(key)
         return ZEPHYR  # built with the public Zephyr template (data/builtin.py)
     path = Path(name).expanduser()
     files: dict[str, Path | None] = {}
@@ -247,16 +298,19 @@ def describe(spec: str, model: Any) -> str:
     shown = spec if spec == name or name is None else f"{spec} -> {name}"
     if "{%" in spec or "{{" in spec:
         shown = "inline Jinja"
-    trains = "its own {% generation %} markers" if pair[0] == pair[1] and _has_markers(pair[1]) else \
-        "no {% generation %} markers (assistant-only loss impossible)" if pair[0] == pair[1] else \
-        "a training twin with {% generation %} markers, same text"
+    trains = "a training twin with {% generation %} markers, same text" if pair[0] != pair[1] else \
+        "its own {% generation %} markers" if _has_markers(pair[1]) else \
+        "reply spans derived from the template (prompt, then reply and end-of-turn)" if prefix_consistent(pair[1]) \
+        else "no {% generation %} markers and no exact prompt/reply split (assistant-only loss impossible)"
     return f"template: {shown}; trains with {trains}"
 
 
 def check_trainable(training_template: str, assistant_only_loss: bool, source: str) -> None:
-    if assistant_only_loss and not _has_markers(training_template):
-        raise UserError(f"{source}: chat_template has no {{% generation %}} markers, so assistant-only loss "
-                        "would train on nothing; add the markers around assistant replies or set "
+    """Assistant-only loss needs the replies' spans: marked by the template, or derived from it exactly."""
+    if assistant_only_loss and not _has_markers(training_template) and not prefix_consistent(training_template):
+        raise UserError(f"{source}: chat_template has no {{% generation %}} markers and cannot be split exactly into "
+                        "prompt and reply (an earlier turn renders differently once later turns follow); add the "
+                        "markers around assistant replies, use chat_template: zephyr, or set "
                         "sft.assistant_only_loss=false")
 
 
@@ -266,17 +320,39 @@ def adds_bos(tokenizer: Any) -> bool:
     return bos is not None and tokenizer("x")["input_ids"][:1] == [bos]
 
 
-def tokenize_messages(tokenizer: Any, messages: list[dict], training_template: str, bos: bool) -> dict:
+def tokenize_messages(tokenizer: Any, messages: list[dict], training_template: str, bos: bool,
+                      assistant_only: bool = True) -> dict:
     """input_ids and assistant mask for one conversation, with exactly one BOS when the model uses one.
 
     Inference renders the public template to text and encodes it with special tokens, which adds
     one BOS; templates never contain it, so we add it here the same way, never twice.
     """
-    out = tokenizer.apply_chat_template(
-        messages, chat_template=training_template, tokenize=True, return_dict=True,
-        return_assistant_tokens_mask=True,
-    )
-    ids, mask = list(out["input_ids"]), list(out["assistant_masks"])
+    if _has_markers(training_template):
+        out = tokenizer.apply_chat_template(
+            messages, chat_template=training_template, tokenize=True, return_dict=True,
+            return_assistant_tokens_mask=True,
+        )
+        ids, mask = list(out["input_ids"]), list(out["assistant_masks"])
+    else:
+        ids, mask = _tokenize_derived(tokenizer, messages, training_template, assistant_only)
     if bos and ids[:1] != [tokenizer.bos_token_id]:
         ids, mask = [tokenizer.bos_token_id] + ids, [0] + mask
     return {"input_ids": ids, "assistant_masks": mask}
+
+
+def _tokenize_derived(tokenizer: Any, messages: list[dict], template: str,
+                      assistant_only: bool) -> tuple[list[int], list[int]]:
+    """Tokens of the rendered conversation and a mask of those inside the derived reply spans (by the
+    tokenizer's character offsets: a token trains when it lies wholly inside a reply span)."""
+    def text_of(msgs: list[dict], add_generation_prompt: bool) -> str:
+        return tokenizer.apply_chat_template(msgs, chat_template=template, tokenize=False,
+                                             add_generation_prompt=add_generation_prompt)
+
+    text = text_of(messages, False)
+    spans = derived_spans(text_of, messages) if assistant_only else [(0, len(text))]
+    if spans is None:
+        raise UserError("chat_template cannot be split exactly into prompt and reply for a training row; add "
+                        "{% generation %} markers, use chat_template: zephyr, or set sft.assistant_only_loss=false")
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    mask = [int(b > a and any(start <= a and b <= end for start, end in spans)) for a, b in encoded["offset_mapping"]]
+    return list(encoded["input_ids"]), mask

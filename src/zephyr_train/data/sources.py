@@ -7,6 +7,7 @@ about whether `org/name` is something to download.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -14,6 +15,11 @@ PREFIX = "builtin:"  # built-in models and datasets (data/builtin.py): `builtin:
 # Data files a source may name directly; a name ending in one of these is a (missing) file, never a repo.
 DATA_FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".txt", ".arrow")
 _REPO_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
+
+
+def cache_root() -> Path:
+    """Where built-in models are built once and kept (ZEPHYR_TRAIN_CACHE, else ~/.cache/zephyr-train)."""
+    return Path(os.environ.get("ZEPHYR_TRAIN_CACHE", Path.home() / ".cache" / "zephyr-train"))
 
 
 def is_builtin(name: str) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 from zephyr_train.data.chat_template import ZEPHYR
 from zephyr_train.errors import UserError
 from zephyr_train.inference import portable
+from zephyr_train.inference.source import local_dir
 from zephyr_train.run_files import ADAPTER_CONFIG
 
 EXIT_WORDS = {"/exit", "/quit", "exit", "quit"}
@@ -39,7 +40,7 @@ class Sampling:
 
 
 def check_model_dir(model_dir: str | Path) -> Path:
-    path = Path(model_dir)
+    path = local_dir(model_dir)
     if not path.is_dir():
         raise UserError(f"{path}: no such model directory; give a stage directory such as runs/smoke/dpo")
     if not ((path / "config.json").exists() or (path / ADAPTER_CONFIG).exists()):

@@ -25,7 +25,7 @@ def model_location(spec: ModelSpec, source: str) -> str:
             return str(builtin.model_dir(name))
         except KeyError:
             raise UserError(f"{source}: model.name_or_path {name!r} is not a built-in model; use one of "
-                            + ", ".join(f"builtin:{k}" for k in builtin.MODELS)) from None
+                            + ", ".join(builtin.names())) from None
     path = Path(name).expanduser()
     if path.exists():
         if (path / ADAPTER_CONFIG).exists() and not (path / "config.json").exists():

@@ -77,9 +77,19 @@ def _base_exists(base: str) -> bool:
         return False
 
 
+def local_dir(name: str | Path) -> Path:
+    """A model directory as given, or a built-in model's (built on first use): `chat builtin:smollm2-135m`."""
+    if not is_builtin(str(name)):
+        return Path(name)
+    try:
+        return builtin.model_dir(str(name))
+    except KeyError:
+        raise UserError(f"{name} is not a built-in model; use one of {', '.join(builtin.names())}") from None
+
+
 def resolve(model_dir: str | Path, what: str = "export") -> ModelSource:
     """The model `model_dir` stands for, or a one-line UserError saying what is missing."""
-    given = Path(model_dir)
+    given = local_dir(model_dir)
     if not given.is_dir():
         raise UserError(f"{given}: no such directory; give a model, a stage (runs/x/dpo) or a run directory (runs/x)")
     path = given

@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from zephyr_train.data import builtin
+from zephyr_train.data import builtin, packaged
 from zephyr_train.data.sources import PREFIX, is_builtin, is_hub_id
 
 MLP = ("gate_proj", "up_proj", "down_proj")
@@ -186,7 +186,10 @@ def _cached_config(name: str, revision: str) -> dict | None:
 def architecture_of(name: str, revision: str = "main") -> Architecture | None:
     """The model's shape from what ships with us or lies on disk; None when it would need a download."""
     if is_builtin(name):
-        dims = builtin.MODELS.get(name.removeprefix(PREFIX))
+        key = name.removeprefix(PREFIX)
+        if key in packaged.PACKAGED:
+            return Architecture(**packaged.PACKAGED[key].dims)
+        dims = builtin.MODELS.get(key)
         return Architecture(**dims, max_position_embeddings=builtin.MAX_POSITIONS) if dims else None
     path = Path(name).expanduser()
     if (path / "config.json").is_file():

@@ -56,7 +56,7 @@ def tokenize_dataset(ds: Any, tokenizer: Any, training_template: str, assistant_
     bos = chat_template.adds_bos(tokenizer)
 
     def tokenize(messages: list[dict]) -> dict:
-        out = chat_template.tokenize_messages(tokenizer, messages, training_template, bos)
+        out = chat_template.tokenize_messages(tokenizer, messages, training_template, bos, assistant_only)
         if not assistant_only:
             out["assistant_masks"] = [1] * len(out["input_ids"])
         return out
