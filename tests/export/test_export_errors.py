@@ -68,7 +68,7 @@ def test_q4_k_m_says_when_no_quantizer_is_there(tiny_model_dir, tmp_path):
     if shutil.which("llama-quantize") or os.environ.get("LLAMA_QUANTIZE"):
         pytest.skip("llama.cpp's llama-quantize is installed here")
     done = cli("export", str(tiny_model_dir), "--gguf", str(tmp_path / "m.gguf"), "--quant", "q4_k_m")
-    assert_user_error(done, "no Q4_K_M quantizer", "llama-quantize", "--quant q8_0")
+    assert_user_error(done, "no Q4_K_M quantizer", "llama-quantize", "--quant f16", "--allow-requantize")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -86,7 +86,11 @@ def q4_k_m_route() -> str:
     """
     from importlib.metadata import version
 
-    if llama_quantize_binary():
+    binary = llama_quantize_binary()
+    if binary and not (shutil.which(binary) or (Path(binary).is_file() and os.access(binary, os.X_OK))):
+        raise UserError(f"--quant q4_k_m: $LLAMA_QUANTIZE is {binary}, which is not an executable file; point it "
+                        "at llama.cpp's llama-quantize, or unset it to use the one on PATH")
+    if binary:
         return "llama.cpp"
     gguf_version = version("gguf")
     if gguf_can_quantize("Q4_K") and gguf_can_quantize("Q6_K"):
@@ -94,8 +98,9 @@ def q4_k_m_route() -> str:
     else:
         why = f"the installed gguf {gguf_version} only dequantizes K-quants"
     raise UserError(f"--quant q4_k_m: no Q4_K_M quantizer here: {why}, and llama.cpp's llama-quantize is not on "
-                    "PATH (nor $LLAMA_QUANTIZE); install llama.cpp, or export --quant q8_0 (or f16) and run "
-                    "llama-quantize OUT.gguf Q4_K_M")
+                    "PATH (nor $LLAMA_QUANTIZE); install llama.cpp, or export --quant f16 and run "
+                    "`llama-quantize OUT.gguf OUT-Q4_K_M.gguf Q4_K_M` (from f16: llama.cpp refuses to requantize "
+                    "q8_0 without --allow-requantize)")
 
 
 def check_out(out: str | Path, overwrite: bool) -> Path:
@@ -116,6 +121,24 @@ def read_config(model_dir: Path) -> dict:
         raise UserError(f"{model_dir / 'config.json'}: architecture {arch}; GGUF export knows "
                         f"{' and '.join(ARCHITECTURES)} (llama.cpp's llama graph)")
     return config
+
+
+def rope_parameters(config: dict) -> dict:
+    """RoPE settings as transformers 5 saves them (`rope_parameters`), or as older configs did (`rope_theta`,
+    `rope_scaling`): SmolLM2's theta 1e5 and Llama-3's 5e5 were written as 10000 when only the old key was read."""
+    rope = dict(config.get("rope_parameters") or config.get("rope_scaling") or {})
+    rope.setdefault("rope_theta", config.get("rope_theta", 10000.0))
+    rope["rope_type"] = rope.get("rope_type") or rope.get("type") or "default"
+    return rope
+
+
+def check_rope(config: dict, model_dir: Path) -> None:
+    """RoPE variants llama.cpp reads from metadata are written; the others are refused before any writing."""
+    kind = rope_parameters(config)["rope_type"]
+    if kind not in ("default", "linear", "yarn"):
+        raise UserError(f"{model_dir / 'config.json'}: rope_type {kind} needs per-dimension frequency factors "
+                        "(llama.cpp's rope_freqs tensor), which this exporter does not write; convert this model "
+                        "with llama.cpp's convert_hf_to_gguf.py")
 
 
 def weight_files(model_dir: Path) -> list[Path]:
@@ -165,7 +188,17 @@ def _write_metadata(writer: Any, config: dict, name: str, license_: str | None, 
     writer.add_head_count(heads)
     writer.add_head_count_kv(config.get("num_key_value_heads", heads))
     writer.add_rope_dimension_count(head_dim)
-    writer.add_rope_freq_base(float(config.get("rope_theta", 10000.0)))
+    if head_dim != config["hidden_size"] // heads:  # llama.cpp assumes hidden / heads unless told
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
+    rope = rope_parameters(config)
+    writer.add_rope_freq_base(float(rope.get("rope_theta", 10000.0)))
+    if rope.get("rope_type", "default") in ("linear", "yarn"):
+        kind = gguf.RopeScalingType.LINEAR if rope["rope_type"] == "linear" else gguf.RopeScalingType.YARN
+        writer.add_rope_scaling_type(kind)
+        writer.add_rope_scaling_factor(float(rope["factor"]))
+        if rope.get("original_max_position_embeddings"):
+            writer.add_rope_scaling_orig_ctx_len(int(rope["original_max_position_embeddings"]))
     writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-5)))
     writer.add_vocab_size(config["vocab_size"])
     file_type = {"f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
@@ -184,6 +217,7 @@ def write_gguf(model_dir: Path, target: Path, quant: str, name: str, license_: s
 
 
     config = read_config(model_dir)
+    check_rope(config, model_dir)
     layers, heads = config["num_hidden_layers"], config["num_attention_heads"]
     kv_heads = config.get("num_key_value_heads", heads)
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, layers)
@@ -251,7 +285,7 @@ def export(model_dir: str, out: str, quant: str = "f16", overwrite: bool = False
             raise UserError(f"{path}: exists; pass --overwrite to replace it and {target.name}")
     source = sources.resolve(model_dir)
     if source.needs_merge is False:
-        read_config(source.path)
+        check_rope(read_config(source.path), source.path)
     try:
         import gguf  # noqa: F401
     except ImportError as err:
