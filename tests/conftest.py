@@ -1,11 +1,15 @@
-"""Shared set-up: offline, one cache for the built-in tiny model, helpers to run the real CLI."""
+"""Shared set-up: offline, one cache for the built-in tiny model, helpers to run the real CLI (in this process
+for speed, or as `python -m zephyr_train` where the process itself is what is checked), no skip in CI."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 
 import pytest
@@ -20,10 +24,48 @@ os.environ.setdefault("ZEPHYR_TRAIN_CACHE", str(Path(tempfile.gettempdir()) / "z
 os.environ.pop("ACCELERATE_MIXED_PRECISION", None)
 
 
-def cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run `python -m zephyr_train ARGS` the way a user would, capturing its output."""
+def cli_process(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run `python -m zephyr_train ARGS` the way a user would, in a new process, capturing its output."""
     return subprocess.run([sys.executable, "-m", "zephyr_train", *args], capture_output=True, text=True,
                           cwd=ROOT, env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+class _Stream(io.StringIO):
+    """sys.stdout/sys.stderr while the CLI runs in this process (a terminal it is not)."""
+
+    def isatty(self) -> bool:
+        return False
+
+
+def cli(*args: str, env: dict | None = None, timeout: int | None = None) -> subprocess.CompletedProcess:
+    """`zephyr-train ARGS` run in this process: `main(argv)` from the repository root, with ENV added to the
+    environment, its stdout and stderr captured, and exit codes as `python -m zephyr_train` gives them (an
+    uncaught exception: its traceback on stderr, exit 1). No interpreter start, and torch is imported once per
+    session; `cli_process` starts a real process where that process is what a test checks."""
+    from zephyr_train.cli import main
+
+    del timeout  # the same signature as cli_process; pytest's own limits apply here
+    saved_env, cwd = dict(os.environ), os.getcwd()
+    out, err = _Stream(), _Stream()
+    os.environ.update(env or {})
+    os.chdir(ROOT)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exit_:
+                code = exit_.code
+                if code is not None and not isinstance(code, int):  # sys.exit("message")
+                    print(code, file=sys.stderr)
+                    code = 1
+            except Exception:  # what the interpreter does with an uncaught exception
+                traceback.print_exc(file=sys.stderr)
+                code = 1
+    finally:
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess(["zephyr-train", *args], code or 0, out.getvalue(), err.getvalue())
 
 
 def assert_user_error(run: subprocess.CompletedProcess, *fragments: str) -> None:
