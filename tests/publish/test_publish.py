@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli
+from tests.conftest import cli, cli_process
 
 pytestmark = pytest.mark.slow
 HF_TOKEN, WANDB_KEY = "hf_FakeTokenForTests0123456789", "wandbFakeKeyForTests0123456789abcdef"
@@ -24,7 +24,7 @@ STEPS = ["sft.max_steps=4", "dpo.max_steps=3", "sft.logging_steps=1", "dpo.loggi
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("publish") / "smoke-run"
-    done = cli("run", "recipes/smoke.yaml", *STEPS, f"output_dir={out}",
+    done = cli_process("run", "recipes/smoke.yaml", *STEPS, f"output_dir={out}",
                env={"HF_TOKEN": HF_TOKEN, "WANDB_API_KEY": WANDB_KEY, "WANDB_MODE": "offline"})
     assert done.returncode == 0, done.stderr[-3000:]
     (out / "stdout.txt").write_text(done.stdout + done.stderr)
