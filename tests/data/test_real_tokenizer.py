@@ -4,11 +4,8 @@ boundary too, and a whole run on a small random Mistral carrying it (`builtin:ti
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from tests.conftest import cli
 from tests.data.test_chat_template import CONVERSATIONS, render_like_the_hub
 from zephyr_train.data.chat_template import ZEPHYR, ZEPHYR_TRAINING, adds_bos, tokenize_messages
 
@@ -130,15 +127,5 @@ def test_dpo_boundary_equals_inference_tokenization(mistral_dir, mistral, tmp_pa
         assert tokens["chosen_ids"][-3:] == [2, 28705, 13]
 
 
-@pytest.mark.slow
-def test_whole_run_on_mistral_with_the_real_tokenizer(tmp_path):
-    run = cli("run", "recipes/smoke.yaml", "model.name_or_path=builtin:tiny-mistral-32k", f"output_dir={tmp_path}",
-              "sft.max_steps=3", "sft.max_length=256", "sft.eval.max_samples=8", "dpo.max_steps=2",
-              "dpo.max_length=256", "dpo.eval.max_samples=8")
-    assert run.returncode == 0, run.stderr[-3000:]
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["stages"]["sft"]["global_step"] == 3 and summary["stages"]["dpo"]["global_step"] == 2
-    from transformers import AutoTokenizer
-
-    final = AutoTokenizer.from_pretrained(summary["final_model"])
-    assert len(final) == 32000 and final.chat_template == ZEPHYR
+# A whole `run` (SFT then DPO) on builtin:tiny-mistral-32k:
+# tests/data/test_curation.py::test_curated_data_trains_sft_and_dpo
