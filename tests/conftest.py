@@ -22,6 +22,11 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("ZEPHYR_TRAIN_CACHE", str(Path(tempfile.gettempdir()) / "zephyr-train-test-cache"))
 os.environ.pop("ACCELERATE_MIXED_PRECISION", None)
+# One CPU thread per process unless the caller sets it (before torch is imported; CLI processes inherit it). The tiny
+# models gain next to nothing from a second thread, while two busy processes (this one and a CLI run it starts, or
+# anything else on the machine) each spinning two OpenMP threads on 2 cores made steps up to 20x slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 
 def cli_process(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:

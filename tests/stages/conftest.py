@@ -1,6 +1,7 @@
 """One full fine-tuning run made stage by stage, as a user makes it, shared by the SFT and DPO stage tests
 (which only read it): `zephyr-train dpo` before any SFT, `zephyr-train sft` in its own process launched with a bf16
-accelerate setting (read when the process starts), then `zephyr-train dpo` from its result. Short rows for DPO: what is checked is that each stage learns, not how fast."""
+accelerate setting (read when the process starts), then `zephyr-train dpo` from its result (short rows for DPO:
+what is checked is that each stage learns, not how fast)."""
 
 from __future__ import annotations
 
