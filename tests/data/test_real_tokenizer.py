@@ -6,23 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.data.test_chat_template import CONVERSATIONS, render_like_the_hub
+from tests.data.test_chat_template import CONVERSATIONS, REAL
 from zephyr_train.data.chat_template import ZEPHYR, ZEPHYR_TRAINING, adds_bos, tokenize_messages
 
 pytest.importorskip("mistral_common", reason="the real Mistral tokenizer comes from mistral-common (dev extra)")
 pytest.importorskip("sentencepiece", reason="transformers converts Mistral's tokenizer.model with it (dev extra)")
-
-# the kinds of text real UltraChat/UltraFeedback conversations carry: spaces after line breaks, unicode,
-# code with indentation, numbers, markdown, a leading space, an answer starting with punctuation
-REAL = [
-    [{"role": "system", "content": "You are Zephyr, a helpful assistant."},
-     {"role": "user", "content": " Write a haiku about Zürich's lake — in English.\n\n  Thanks!"},
-     {"role": "assistant", "content": "Blue water at dawn,\nswans drift past church towers —\nbells fade into mist."},
-     {"role": "user", "content": "Now as Python:\n```python\ndef f(x):\n    return x ** 2\n```"},
-     {"role": "assistant", "content": "```python\nprint('Blue water at dawn')\n```\n1. one\n2. two 3.14 日本"}],
-    [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "...and hello! 😀"}],
-]
-
 
 @pytest.fixture(scope="module")
 def mistral_dir():
@@ -58,16 +46,8 @@ def test_it_is_mistral_7b_v01s_tokenizer(mistral_dir, mistral):
     assert saved(text)["input_ids"] == [1] + reference  # the same ids as SentencePiece itself, one BOS
 
 
-@pytest.mark.parametrize("messages", CONVERSATIONS + REAL)
-@pytest.mark.parametrize("generation_prompt", [False, True])
-def test_training_template_is_byte_identical(mistral, messages, generation_prompt):
-    public = mistral.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
-    assert public == render_like_the_hub(ZEPHYR, messages, generation_prompt)
-    training = mistral.apply_chat_template(messages, chat_template=ZEPHYR_TRAINING, tokenize=False,
-                                           add_generation_prompt=generation_prompt)
-    assert training == public
-
-
+# The text the templates render does not depend on the tokenizer: tests/data/test_chat_template.py checks it,
+# on these conversations too; here the tokens.
 @pytest.mark.parametrize("messages", CONVERSATIONS[:4] + REAL)
 def test_sft_tokens_equal_inference_tokens(mistral, messages):
     out = tokenize_messages(mistral, messages, ZEPHYR_TRAINING, bos=adds_bos(mistral))
