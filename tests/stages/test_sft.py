@@ -1,4 +1,5 @@
-"""End to end through the real CLI: full, LoRA and QLoRA SFT, 2 processes, resume rules, precision."""
+"""End to end through the real CLI: full and QLoRA SFT (LoRA SFT: tests/train/test_pipeline.py), 2 processes,
+resume rules, precision."""
 
 from __future__ import annotations
 
