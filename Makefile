@@ -7,8 +7,9 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 RECIPE ?= recipes/smoke.yaml
 ARGS ?=
+PYTEST_ARGS ?=
 
-.PHONY: install smoke test bench lint clean
+.PHONY: install smoke test test-fast bench lint clean
 
 install: $(VENV)/.installed
 
@@ -24,8 +25,13 @@ $(VENV)/.installed: pyproject.toml
 smoke: install
 	HF_HUB_OFFLINE=1 $(BIN)/zephyr-train run $(RECIPE) --overwrite $(ARGS)
 
+# The whole suite, training runs included (README: Tests). PYTEST_ARGS="-x -k dpo" and the like pass through.
 test: install
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -q tests
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q $(PYTEST_ARGS) tests
+
+# The inner loop: every test not marked slow (no training run), in about a minute.
+test-fast: install
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS) tests
 
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/sft_throughput.py

@@ -1,4 +1,7 @@
-"""Bad input: one line naming the file/key and the fix, exit 2, no traceback, no model loaded."""
+"""Bad input: one line naming the file/key and the fix, exit 2, no traceback, no model loaded.
+
+`cli` runs the CLI's `main` in this process (tests/conftest.py); `test_a_real_process_keeps_the_house_rule` runs
+`python -m zephyr_train` itself, for each way the CLI reports an error and for --help."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import json
 
 import pytest
 
-from tests.conftest import SMOKE, assert_user_error, cli
+from tests.conftest import SMOKE, assert_user_error, cli, cli_process
 
 
 def recipe_with(tmp_path, old: str, new: str):
@@ -92,6 +95,17 @@ def test_bad_data_never_costs_a_finished_run(tmp_path):
 def test_help(argv):
     run = cli(*argv)
     assert run.returncode == 0 and "zephyr-train" in run.stdout
+
+
+def test_a_real_process_keeps_the_house_rule():
+    """The exit code and streams of `python -m zephyr_train` itself: a recipe error (a UserError caught in main),
+    an argparse error (SystemExit from the parser) and --help."""
+    assert_user_error(cli_process("sft", str(SMOKE), "chat_template=zephir"), "did you mean 'zephyr'?")
+    unknown = cli_process("sft", str(SMOKE), "--overwrit")
+    assert unknown.returncode == 2 and "unrecognized arguments: --overwrit" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+    helped = cli_process("--help")
+    assert helped.returncode == 0 and "Start with: make smoke" in " ".join(helped.stdout.split())
 
 
 def test_overrides_after_options_and_unknown_flags(tmp_path):

@@ -65,17 +65,17 @@ def test_every_loss_type_runs_and_a_combination_is_the_weighted_sum(tiny_model_d
     assert combined == pytest.approx(expected, rel=1e-3), {"single": single, "combined": combined}
 
 
-@pytest.mark.parametrize(
-    ("settings", "trl_error", "ours"),
-    [
-        ({"loss_type": ["exo_pair"]}, ValueError, "dpo.loss_type exo_pair needs dpo.label_smoothing > 0"),
-        ({"loss_type": ["bco_pair"], "f_divergence_type": "js_divergence"}, ValueError,
-         "dpo.f_divergence_type=js_divergence works only with the losses"),
-        ({"loss_type": ["aot"], "use_weighting": True}, NotImplementedError,
-         "dpo.use_weighting is not implemented for the aot losses"),
-    ],
-)
-def test_trainer_rules_are_one_line_errors_before_loading(settings, trl_error, ours, tiny_model_dir, pairs, tmp_path):
+RULES = [
+    ({"loss_type": ["exo_pair"]}, ValueError, "dpo.loss_type exo_pair needs dpo.label_smoothing > 0"),
+    ({"loss_type": ["bco_pair"], "f_divergence_type": "js_divergence"}, ValueError,
+     "dpo.f_divergence_type=js_divergence works only with the losses"),
+    ({"loss_type": ["aot"], "use_weighting": True}, NotImplementedError,
+     "dpo.use_weighting is not implemented for the aot losses"),
+]
+
+
+@pytest.mark.parametrize(("settings", "trl_error", "ours"), RULES)
+def test_trainer_rules_are_one_line_errors_before_loading(settings, trl_error, ours):
     """What DPOTrainer refuses after the model has loaded, the recipe refuses when it is read."""
     from tests.conftest import SMOKE
     from zephyr_train.errors import UserError
@@ -84,5 +84,13 @@ def test_trainer_rules_are_one_line_errors_before_loading(settings, trl_error, o
     overrides = [f"dpo.{k}={v if not isinstance(v, list) else '[' + ','.join(v) + ']'}" for k, v in settings.items()]
     with pytest.raises(UserError, match=ours.replace("[", r"\[")):
         load_recipe(SMOKE, overrides)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("settings", "trl_error", "ours"), RULES)
+def test_trl_refuses_what_the_recipe_refuses(settings, trl_error, ours, tiny_model_dir, pairs, tmp_path):
+    """The same settings given to DPOTrainer itself: it refuses them too (at construction or its first step), so
+    the recipe's rules are TRL's, not stricter ones."""
+    settings = dict(settings)
     with pytest.raises(trl_error):
         first_loss(tiny_model_dir, pairs, tmp_path, settings.pop("loss_type"), **settings)

@@ -14,6 +14,16 @@ A1 = {"role": "assistant", "content": "None: helicopters are not food.\n\nThey a
 U2 = {"role": "user", "content": "Why not?  Explain with `code` and a list:\n- one\n- two"}
 A2 = {"role": "assistant", "content": "```python\nprint('no')\n```"}
 CONVERSATIONS = [[U1, A1], [S, U1, A1], [U1, A1, U2, A2], [S, U1, A1, U2, A2], [U1], [S, U1]]
+# the kinds of text real UltraChat/UltraFeedback conversations carry: spaces after line breaks, unicode,
+# code with indentation, numbers, markdown, a leading space, an answer starting with punctuation
+REAL = [
+    [{"role": "system", "content": "You are Zephyr, a helpful assistant."},
+     {"role": "user", "content": " Write a haiku about Zürich's lake — in English.\n\n  Thanks!"},
+     {"role": "assistant", "content": "Blue water at dawn,\nswans drift past church towers —\nbells fade into mist."},
+     {"role": "user", "content": "Now as Python:\n```python\ndef f(x):\n    return x ** 2\n```"},
+     {"role": "assistant", "content": "```python\nprint('Blue water at dawn')\n```\n1. one\n2. two 3.14 日本"}],
+    [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "...and hello! 😀"}],
+]
 
 
 def render_like_the_hub(template: str, messages: list[dict], add_generation_prompt: bool) -> str:
@@ -28,7 +38,7 @@ def test_public_template_renders_the_documented_format():
     assert text == f"<|system|>\n{S['content']}</s>\n<|user|>\n{U1['content']}</s>\n<|assistant|>\n"
 
 
-@pytest.mark.parametrize("messages", CONVERSATIONS)
+@pytest.mark.parametrize("messages", CONVERSATIONS + REAL)
 @pytest.mark.parametrize("generation_prompt", [False, True])
 def test_training_template_is_byte_identical(tokenizer, messages, generation_prompt):
     public = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)

@@ -423,11 +423,22 @@ def test_push_to_hub_reaches_the_hub_api(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.slow
 def test_curated_data_trains_sft_and_dpo(tmp_path, chat_out, feedback_out):
-    """`zephyr-train run`: SFT on the curated UltraChat set, then DPO on the curated pairs from its result."""
+    """`zephyr-train run`: SFT on the curated UltraChat set, then DPO on the curated pairs from its result, on the
+    tiny Mistral with Mistral-7B-v0.1's real SentencePiece tokenizer (tests/data/test_real_tokenizer.py checks its
+    tokens); the final model keeps that tokenizer and the Zephyr template."""
+    from transformers import AutoTokenizer
+
+    from zephyr_train.data.chat_template import ZEPHYR
+
     out = tmp_path / "run"
     run = cli("run", "recipes/smoke.yaml", f"sft.datasets.0.path={chat_out}", f"dpo.datasets.0.path={feedback_out}",
+              "model.name_or_path=builtin:tiny-mistral-32k",
               "sft.max_steps=3", "sft.max_length=256", "sft.eval.max_samples=8", "dpo.max_steps=2",
               "dpo.max_length=256", "dpo.eval.max_samples=4", f"output_dir={out}")
     assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stages"]["sft"]["global_step"] == 3 and summary["stages"]["dpo"]["global_step"] == 2
     assert json.loads((out / "sft" / "summary.json").read_text())["global_step"] == 3
     assert json.loads((out / "dpo" / "summary.json").read_text())["global_step"] == 2
+    final = AutoTokenizer.from_pretrained(summary["final_model"])
+    assert len(final) == 32000 and final.chat_template == ZEPHYR

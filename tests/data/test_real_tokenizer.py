@@ -4,28 +4,13 @@ boundary too, and a whole run on a small random Mistral carrying it (`builtin:ti
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from tests.conftest import cli
-from tests.data.test_chat_template import CONVERSATIONS, render_like_the_hub
+from tests.data.test_chat_template import CONVERSATIONS, REAL
 from zephyr_train.data.chat_template import ZEPHYR, ZEPHYR_TRAINING, adds_bos, tokenize_messages
 
 pytest.importorskip("mistral_common", reason="the real Mistral tokenizer comes from mistral-common (dev extra)")
 pytest.importorskip("sentencepiece", reason="transformers converts Mistral's tokenizer.model with it (dev extra)")
-
-# the kinds of text real UltraChat/UltraFeedback conversations carry: spaces after line breaks, unicode,
-# code with indentation, numbers, markdown, a leading space, an answer starting with punctuation
-REAL = [
-    [{"role": "system", "content": "You are Zephyr, a helpful assistant."},
-     {"role": "user", "content": " Write a haiku about Zürich's lake — in English.\n\n  Thanks!"},
-     {"role": "assistant", "content": "Blue water at dawn,\nswans drift past church towers —\nbells fade into mist."},
-     {"role": "user", "content": "Now as Python:\n```python\ndef f(x):\n    return x ** 2\n```"},
-     {"role": "assistant", "content": "```python\nprint('Blue water at dawn')\n```\n1. one\n2. two 3.14 日本"}],
-    [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "...and hello! 😀"}],
-]
-
 
 @pytest.fixture(scope="module")
 def mistral_dir():
@@ -61,16 +46,8 @@ def test_it_is_mistral_7b_v01s_tokenizer(mistral_dir, mistral):
     assert saved(text)["input_ids"] == [1] + reference  # the same ids as SentencePiece itself, one BOS
 
 
-@pytest.mark.parametrize("messages", CONVERSATIONS + REAL)
-@pytest.mark.parametrize("generation_prompt", [False, True])
-def test_training_template_is_byte_identical(mistral, messages, generation_prompt):
-    public = mistral.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
-    assert public == render_like_the_hub(ZEPHYR, messages, generation_prompt)
-    training = mistral.apply_chat_template(messages, chat_template=ZEPHYR_TRAINING, tokenize=False,
-                                           add_generation_prompt=generation_prompt)
-    assert training == public
-
-
+# The text the templates render does not depend on the tokenizer: tests/data/test_chat_template.py checks it,
+# on these conversations too; here the tokens.
 @pytest.mark.parametrize("messages", CONVERSATIONS[:4] + REAL)
 def test_sft_tokens_equal_inference_tokens(mistral, messages):
     out = tokenize_messages(mistral, messages, ZEPHYR_TRAINING, bos=adds_bos(mistral))
@@ -130,15 +107,5 @@ def test_dpo_boundary_equals_inference_tokenization(mistral_dir, mistral, tmp_pa
         assert tokens["chosen_ids"][-3:] == [2, 28705, 13]
 
 
-@pytest.mark.slow
-def test_whole_run_on_mistral_with_the_real_tokenizer(tmp_path):
-    run = cli("run", "recipes/smoke.yaml", "model.name_or_path=builtin:tiny-mistral-32k", f"output_dir={tmp_path}",
-              "sft.max_steps=3", "sft.max_length=256", "sft.eval.max_samples=8", "dpo.max_steps=2",
-              "dpo.max_length=256", "dpo.eval.max_samples=8")
-    assert run.returncode == 0, run.stderr[-3000:]
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["stages"]["sft"]["global_step"] == 3 and summary["stages"]["dpo"]["global_step"] == 2
-    from transformers import AutoTokenizer
-
-    final = AutoTokenizer.from_pretrained(summary["final_model"])
-    assert len(final) == 32000 and final.chat_template == ZEPHYR
+# A whole `run` (SFT then DPO) on builtin:tiny-mistral-32k:
+# tests/data/test_curation.py::test_curated_data_trains_sft_and_dpo

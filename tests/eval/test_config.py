@@ -49,16 +49,3 @@ def test_override_and_cli_error(tmp_path):
     recipe = load_recipe(SMOKE, ["eval.benches=[alpaca-eval]", "eval.alpaca_eval.limit=2"])
     assert recipe.eval.benches == ["alpaca-eval"] and recipe.eval.alpaca_eval.limit == 2
     assert_user_error(cli("check", str(SMOKE), "eval.judge.modle=x"), "eval.judge.modle", "'model'")
-
-
-def test_eval_help_and_recipe_errors_do_not_import_torch():
-    import subprocess
-    import sys
-
-    code = ("import sys\nfrom zephyr_train.cli import main\ntry:\n    main(['eval', '--help'])\nexcept SystemExit:\n"
-            "    pass\nmain(['check', sys.argv[1], 'eval.benches=[nope]'])\n"
-            "heavy = ('torch', 'transformers', 'trl', 'openai', 'lm_eval')\n"
-            "print('heavy:', sorted(m for m in heavy if m in sys.modules))")
-    run = subprocess.run([sys.executable, "-c", code, str(SMOKE)], capture_output=True, text=True, timeout=60)
-    assert "--judge-base-url" in run.stdout and "unknown bench 'nope'" in run.stderr
-    assert "heavy: []" in run.stdout

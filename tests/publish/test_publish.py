@@ -11,20 +11,22 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli
+from tests.conftest import cli, cli_process
 
 pytestmark = pytest.mark.slow
 HF_TOKEN, WANDB_KEY = "hf_FakeTokenForTests0123456789", "wandbFakeKeyForTests0123456789abcdef"
 STEPS = ["sft.max_steps=4", "dpo.max_steps=3", "sft.logging_steps=1", "dpo.logging_steps=1", "sft.eval_strategy=steps",
-         "sft.eval_steps=2", "dpo.eval.max_samples=8", "sft.report_to=[wandb,tensorboard]",
-         "dpo.report_to=[wandb,tensorboard]",
-         "hub.repo_id=me/zephyr-smoke"]
+         "sft.eval_steps=2", "sft.eval.max_samples=16", "dpo.eval.max_samples=8", "sft.report_to=[wandb,tensorboard]",
+         "dpo.report_to=[wandb,tensorboard]", "hub.repo_id=me/zephyr-smoke",
+         # small batches of short rows: what is checked is what a run writes, not how much the model learns
+         "sft.max_length=128", "sft.per_device_train_batch_size=2", "dpo.max_length=128",
+         "dpo.per_device_train_batch_size=2"]
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("publish") / "smoke-run"
-    done = cli("run", "recipes/smoke.yaml", *STEPS, f"output_dir={out}",
+    done = cli_process("run", "recipes/smoke.yaml", *STEPS, f"output_dir={out}",
                env={"HF_TOKEN": HF_TOKEN, "WANDB_API_KEY": WANDB_KEY, "WANDB_MODE": "offline"})
     assert done.returncode == 0, done.stderr[-3000:]
     (out / "stdout.txt").write_text(done.stdout + done.stderr)

@@ -12,8 +12,10 @@ import pytest
 from tests.conftest import cli
 
 pytestmark = pytest.mark.slow
-STEPS = ["sft.max_steps=10", "sft.learning_rate=3e-3", "sft.max_length=256", "sft.eval=null",
-         "sft.lora.r=8", "dpo.lora.r=8", "dpo.max_steps=4", "dpo.eval.max_samples=16", "dpo.logging_steps=1"]
+# small batches of short rows: the hand-over is checked here, not how much the model learns
+STEPS = ["sft.max_steps=10", "sft.learning_rate=3e-3", "sft.max_length=128", "sft.per_device_train_batch_size=2",
+         "sft.eval=null", "sft.lora.r=8", "dpo.lora.r=8", "dpo.max_steps=4", "dpo.eval.max_samples=16",
+         "dpo.logging_steps=1", "dpo.max_length=128", "dpo.per_device_train_batch_size=2"]
 
 
 def test_lora_handover_skip_and_rerun(tmp_path, tiny_model_dir):
@@ -23,6 +25,12 @@ def test_lora_handover_skip_and_rerun(tmp_path, tiny_model_dir):
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["stages"]) == {"sft", "dpo"}
     assert summary["final_model"] == str(out / "dpo" / "merged") and summary["final_adapter"] == str(out / "dpo")
+
+    # LoRA SFT saves an adapter of the recipe's rank on the attention and MLP projections
+    sft_adapter = json.loads((out / "sft" / "adapter_config.json").read_text())
+    assert sft_adapter["r"] == 8 and set(sft_adapter["target_modules"]) >= {"q_proj", "down_proj"}
+    assert summary["stages"]["sft"]["adapter"] is True
+    assert json.loads((out / "sft" / "summary.json").read_text())["adapter"] is True
 
     # the DPO adapter sits on the merged SFT model, never on the raw base
     merged = out / "sft" / "merged"
@@ -35,19 +43,17 @@ def test_lora_handover_skip_and_rerun(tmp_path, tiny_model_dir):
     assert dpo["held_out_before"]["ties"] == 1.0 and dpo["held_out_before"]["accuracy"] == 0.5
     assert "held-out preference accuracy 0.500 ->" in first.stdout  # both stages' figures at the end
 
-    # the merged model computes what base + SFT adapter computes
+    # the merged SFT model is the trained one (that a merged model computes what its adapter computes is checked
+    # once, on `zephyr-train merge`, which runs the same merge: tests/publish/test_tools.py)
     import torch
-    from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     ids = torch.tensor([[1, 50, 60, 70, 80, 90]])
     with torch.no_grad():
-        lora = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out / "sft")
         base_logits = AutoModelForCausalLM.from_pretrained(tiny_model_dir)(ids).logits
-        sft_logits = lora(ids).logits
         merged_logits = AutoModelForCausalLM.from_pretrained(merged)(ids).logits
-    assert not torch.allclose(sft_logits, base_logits, atol=1e-3)  # SFT did change the model
-    torch.testing.assert_close(merged_logits, sft_logits, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(merged_logits, base_logits, atol=1e-3)  # SFT did change the model
+    assert json.loads((merged / "merged_from.json").read_text())["adapter"] == str(out / "sft")
 
     behaves_like_zephyr(out / "dpo" / "merged", out / "dpo")
 
@@ -81,14 +87,20 @@ def behaves_like_zephyr(final, adapter_dir) -> None:
     stopped = pipe(prompt, max_new_tokens=24, do_sample=False, return_full_text=False, sequence_bias={(eos,): 100.0})
     assert stopped[0]["generated_text"] == ""
     # the adapter alone loads onto the merged SFT model its config names (relative to the run folder, where
-    # PEFT looks for it when started there), and computes the merged model
+    # PEFT looks for it when started there): it computes what the adapter on that model, named by path, computes
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
     ids = pipe.tokenizer(prompt, return_tensors="pt").input_ids
+    run = Path(adapter_dir).parent
+    with torch.no_grad():
+        on_sft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(run / "sft" / "merged"),
+                                           str(adapter_dir))(ids).logits
     cwd = os.getcwd()
-    os.chdir(Path(adapter_dir).parent)
+    os.chdir(run)
     try:
         with torch.no_grad():
             via_adapter = AutoPeftModelForCausalLM.from_pretrained(Path(adapter_dir).name)(ids).logits
-            merged = pipe.model(ids).logits
     finally:
         os.chdir(cwd)
-    torch.testing.assert_close(via_adapter, merged, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(via_adapter, on_sft, rtol=1e-4, atol=1e-4)

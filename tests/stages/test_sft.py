@@ -1,4 +1,5 @@
-"""End to end through the real CLI: full, LoRA and QLoRA SFT, 2 processes, resume rules, precision."""
+"""End to end through the real CLI: full and QLoRA SFT (LoRA SFT: tests/train/test_pipeline.py), 2 processes,
+resume rules, precision."""
 
 from __future__ import annotations
 
@@ -12,18 +13,17 @@ import pytest
 from tests.conftest import ROOT, cli
 
 pytestmark = pytest.mark.slow
-FAST = ["sft.logging_steps=2", "sft.eval.max_samples=16", "sft.max_length=256"]
+# small batches of short rows where a test only needs a stage to train
+FAST = ["sft.logging_steps=2", "sft.eval.max_samples=16", "sft.max_length=128", "sft.per_device_train_batch_size=2"]
 
 
 def summary(out) -> dict:
     return json.loads((out / "sft" / "summary.json").read_text())
 
 
-def test_full_sft_learns_and_keeps_recipe_precision(tmp_path, tiny_model_dir):
-    out = tmp_path / "full"
-    run = cli("sft", "recipes/smoke.yaml", "sft.max_steps=40", "sft.learning_rate=3e-3", f"output_dir={out}", *FAST,
-              env={"ACCELERATE_MIXED_PRECISION": "bf16"})
-    assert run.returncode == 0, run.stderr[-3000:]
+def test_full_sft_learns_and_keeps_recipe_precision(sft_then_dpo):
+    """`zephyr-train sft`, 40 steps at learning rate 3e-3 (tests/stages/conftest.py)."""
+    out, run = sft_then_dpo.out, sft_then_dpo.sft
     s = summary(out)
     assert s["global_step"] == 40
     assert s["train_loss_last"] < 0.75 * s["train_loss_first"]
@@ -46,16 +46,6 @@ def test_full_sft_learns_and_keeps_recipe_precision(tmp_path, tiny_model_dir):
     assert "SFT done" in run.stdout and "train loss" in run.stdout
 
 
-def test_lora_sft_saves_adapter(tmp_path):
-    out = tmp_path / "lora"
-    run = cli("sft", "recipes/smoke.yaml", "sft.max_steps=4", "sft.lora.r=8", "sft.lora.alpha=16",
-              f"output_dir={out}", *FAST)
-    assert run.returncode == 0, run.stderr[-3000:]
-    config = json.loads((out / "sft" / "adapter_config.json").read_text())
-    assert config["r"] == 8 and set(config["target_modules"]) >= {"q_proj", "down_proj"}
-    assert summary(out)["adapter"] is True
-
-
 def test_qlora_loads_real_4bit_and_trains_both_stages(tmp_path):
     import bitsandbytes as bnb
     import torch
@@ -73,8 +63,8 @@ def test_qlora_loads_real_4bit_and_trains_both_stages(tmp_path):
 
     # QLoRA SFT -> adapter merged into the fp32 base -> QLoRA DPO on that, quantized to 4-bit again
     out = tmp_path / "qlora"
-    run = cli("run", "recipes/smoke.yaml", *quant, "sft.max_steps=4", "dpo.max_steps=2", "dpo.max_length=256",
-              "dpo.eval.max_samples=8", f"output_dir={out}", *FAST)
+    run = cli("run", "recipes/smoke.yaml", *quant, "sft.max_steps=4", "dpo.max_steps=2", "dpo.max_length=128",
+              "dpo.per_device_train_batch_size=2", "dpo.eval.max_samples=8", f"output_dir={out}", *FAST)
     assert run.returncode == 0, run.stderr[-3000:]
     assert (out / "sft" / "adapter_model.safetensors").exists()
     assert summary(out)["train_loss_last"] is not None
@@ -94,7 +84,8 @@ def test_two_process_accelerate_launch_of_the_whole_run(tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/cpu.yaml",
            "-m", "zephyr_train", "run", "recipes/smoke.yaml", "sft.max_steps=4", "dpo.max_steps=2",
-           "dpo.eval.max_samples=16", "dpo.max_length=256", f"output_dir={out}", *FAST]
+           "dpo.eval.max_samples=16", "dpo.max_length=128", "dpo.per_device_train_batch_size=2", f"output_dir={out}",
+           *FAST]
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=os.environ.copy(), timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("SFT done") == 1 and run.stdout.count("DPO done") == 1  # main process only

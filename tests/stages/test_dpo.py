@@ -47,26 +47,19 @@ def test_pairs_split_into_prompt_chosen_rejected():
 
 
 @pytest.mark.slow
-def test_dpo_after_sft_starts_at_ln2_and_learns(tmp_path):
-    out = tmp_path / "run"
-    missing = cli("dpo", "recipes/smoke.yaml", f"output_dir={out}")
+def test_dpo_after_sft_starts_at_ln2_and_learns(sft_then_dpo):
+    """`zephyr-train dpo` from the SFT result of tests/stages/conftest.py: 12 steps, 48 held-out pairs."""
+    missing = sft_then_dpo.missing
     assert missing.returncode == 2 and "holds no finished SFT run" in missing.stderr
     assert "Traceback" not in missing.stderr
-
-    sft = cli("sft", "recipes/smoke.yaml", "sft.max_steps=20", "sft.max_length=256", "sft.eval=null",
-              f"output_dir={out}")
-    assert sft.returncode == 0, sft.stderr[-3000:]
-    dpo = cli("dpo", "recipes/smoke.yaml", "dpo.max_steps=12", "dpo.logging_steps=1", "dpo.eval.max_samples=48",
-              f"output_dir={out}")
-    assert dpo.returncode == 0, dpo.stderr[-3000:]
-    s = json.loads((out / "dpo" / "summary.json").read_text())
+    s = json.loads((sft_then_dpo.out / "dpo" / "summary.json").read_text())
     assert s["train_loss_first"] == pytest.approx(math.log(2), abs=1e-3)  # policy == reference at step 0
     assert s["held_out_before"]["margin"] == pytest.approx(0.0, abs=1e-4)
     assert s["held_out_before"]["accuracy"] == pytest.approx(0.5, abs=0.05)  # ties count half
     assert s["held_out_before"]["loss"] == pytest.approx(math.log(2), abs=1e-3)
     assert s["held_out_after"]["margin"] > 0 and s["held_out_after"]["accuracy"] > 0.5
     assert s["train_loss_last"] < s["train_loss_first"]
-    assert "held-out preference accuracy" in dpo.stdout
+    assert "held-out preference accuracy" in sft_then_dpo.dpo.stdout
 
 
 def test_dpo_bad_input_is_one_line(tmp_path):
