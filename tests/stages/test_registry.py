@@ -18,9 +18,9 @@ from zephyr_train.train.results import StageResult
 
 
 def test_registry_order_and_final_stage():
-    assert list(KINDS) == ["sft", "dpo"]
-    assert KINDS["dpo"].starts_from == "sft"
-    assert not is_final("sft", KINDS) and is_final("dpo", KINDS)
+    assert list(KINDS) == ["sft", "dpo", "kto", "orpo"]
+    assert KINDS["dpo"].starts_from == KINDS["kto"].starts_from == "sft" and KINDS["orpo"].starts_from is None
+    assert not is_final("sft", KINDS) and all(is_final(kind, KINDS) for kind in ("dpo", "kto", "orpo"))
 
 
 @pytest.fixture
@@ -60,8 +60,8 @@ def test_unknown_section_names_the_registered_kinds(tmp_path):
     from zephyr_train.errors import UserError
 
     recipe_file = tmp_path / "r.yaml"
-    recipe_file.write_text(SMOKE.read_text() + "\norpo:\n  datasets: []\n")
-    with pytest.raises(UserError, match="unknown key 'orpo'"):
+    recipe_file.write_text(SMOKE.read_text() + "\nppo:\n  datasets: []\n")
+    with pytest.raises(UserError, match="unknown key 'ppo'"):
         load_recipe(recipe_file)
 
 
