@@ -32,7 +32,7 @@ from zephyr_train.train import console, patches, tracking
 from zephyr_train.train import stage_dir as stage
 from zephyr_train.train.patches import dpo_log_probs
 from zephyr_train.train.patches.contract import Setup
-from zephyr_train.train.results import DataReport, Figures, StageResult, fmt
+from zephyr_train.train.results import Figures, StageResult, common_figures, fmt
 
 PLAIN_HEAD = "TRL's fused"  # `lm_head` when the dpo_log_probs patch is off: every position through TRL's head
 
@@ -243,23 +243,13 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
     wall = time.perf_counter() - started
     after = held_out(trainer) if evaluation is not None else None
     trainer.save_model(str(start.out))
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     summary = DPOResult(
-        stage="dpo", train_loss_first=losses[0] if losses else None, train_loss_last=losses[-1] if losses else None,
-        train_loss_mean=result.metrics.get("train_loss"), held_out_before=before, held_out_after=after,
-        global_step=trainer.state.global_step, epochs=trainer.state.epoch, train_pairs=len(train),
-        train_runtime_s=result.metrics.get("train_runtime"), wall_time_s=wall, model_dir=str(start.out),
-        adapter=hasattr(trainer.model, "peft_config"), lm_head=head, reference=reference, patches=chosen.states,
-        padding_fraction=dpo_log_probs.padding_fraction(trainer.model),
-        data=DataReport(sources=data["report"]["sources"], dropped=dict(dropped),
-                        eval_overlap_removed=data["report"]["eval_overlap_removed"]))
-    if spec.lora is not None:  # the final artifact people load: the DPO adapter merged into the SFT model
-        policy.release(trainer)
-        del trainer, model
-        summary.merged_model_dir = str(policy.merge_once(start, start.out, location, recipe))
-    if not start.state.is_main_process:
+        stage="dpo", **common_figures(trainer, result, wall, start.out, data["report"], dropped),
+        held_out_before=before, held_out_after=after, train_pairs=len(train), lm_head=head, reference=reference,
+        patches=chosen.states, padding_fraction=dpo_log_probs.padding_fraction(trainer.model))
+    del model  # merging (LoRA) never holds two models
+    if policy.finish(start, summary, trainer, spec.lora is not None, location, recipe) is None:
         return None
-    summary.write(start.out)
     print_summary(summary)
     return summary
 

@@ -27,7 +27,7 @@ from zephyr_train.preflight.show import marked
 from zephyr_train.stages import dpo, policy
 from zephyr_train.train import console, tracking
 from zephyr_train.train import stage_dir as stage
-from zephyr_train.train.results import DataReport, Figures, StageResult, fmt
+from zephyr_train.train.results import Figures, StageResult, common_figures, fmt
 
 PAIRS = ("chosen", "rejected")  # ultrafeedback_binarized: TRL unpairs them
 UNPAIRED = ("prompt", "completion", "label")  # KTO's own rows: label true = desirable
@@ -167,22 +167,13 @@ def run_kto(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
     wall = time.perf_counter() - started
     after = held_out()
     trainer.save_model(str(start.out))
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     summary = KTOResult(
-        stage="kto", train_loss_first=losses[0] if losses else None, train_loss_last=losses[-1] if losses else None,
-        train_loss_mean=result.metrics.get("train_loss"), held_out_before=before, held_out_after=after,
-        global_step=trainer.state.global_step, epochs=trainer.state.epoch, train_rows=len(train),
-        desirable=desirable, undesirable=undesirable, train_runtime_s=result.metrics.get("train_runtime"),
-        wall_time_s=wall, model_dir=str(start.out), adapter=hasattr(trainer.model, "peft_config"),
-        data=DataReport(sources=data["report"]["sources"], dropped=dict(dropped),
-                        eval_overlap_removed=data["report"]["eval_overlap_removed"]))
-    if spec.lora is not None:  # the artifact people load: the adapter merged into the SFT model
-        policy.release(trainer)
-        del trainer, model
-        summary.merged_model_dir = str(policy.merge_once(start, start.out, location, recipe))
-    if not start.state.is_main_process:
+        stage="kto", **common_figures(trainer, result, wall, start.out, data["report"], dropped),
+        held_out_before=before, held_out_after=after, train_rows=len(train), desirable=desirable,
+        undesirable=undesirable)
+    del model  # merging (LoRA) never holds two models
+    if policy.finish(start, summary, trainer, spec.lora is not None, location, recipe) is None:
         return None
-    summary.write(start.out)
     print(f"\nKTO done in {wall:.1f}s: {summary.global_step} steps, {desirable} desirable and {undesirable} "
           f"undesirable completions\n  {summary.headline()}\n  {'adapter' if summary.adapter else 'model'} saved in "
           f"{summary.model_dir}")

@@ -26,7 +26,7 @@ from zephyr_train.preflight.environment import versions
 from zephyr_train.stages import dpo, policy
 from zephyr_train.train import console, tracking
 from zephyr_train.train import stage_dir as stage
-from zephyr_train.train.results import DataReport, Figures, StageResult, fmt
+from zephyr_train.train.results import Figures, StageResult, common_figures, fmt
 
 EXPERIMENTAL = "trl.experimental.orpo"  # where TRL 1.16 keeps ORPOTrainer and ORPOConfig
 
@@ -116,22 +116,12 @@ def run_orpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
     wall = time.perf_counter() - started
     after = held_out()
     trainer.save_model(str(start.out))
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     summary = ORPOResult(
-        stage="orpo", train_loss_first=losses[0] if losses else None, train_loss_last=losses[-1] if losses else None,
-        train_loss_mean=result.metrics.get("train_loss"), held_out_before=before, held_out_after=after,
-        global_step=trainer.state.global_step, epochs=trainer.state.epoch, train_pairs=len(train),
-        train_runtime_s=result.metrics.get("train_runtime"), wall_time_s=wall, model_dir=str(start.out),
-        adapter=hasattr(trainer.model, "peft_config"),
-        data=DataReport(sources=data["report"]["sources"], dropped=dict(dropped),
-                        eval_overlap_removed=data["report"]["eval_overlap_removed"]))
-    if spec.lora is not None:  # the artifact people load: the adapter merged into the base
-        policy.release(trainer)
-        del trainer, model
-        summary.merged_model_dir = str(policy.merge_once(start, start.out, location, recipe))
-    if not start.state.is_main_process:
+        stage="orpo", **common_figures(trainer, result, wall, start.out, data["report"], dropped),
+        held_out_before=before, held_out_after=after, train_pairs=len(train))
+    del model  # merging (LoRA) never holds two models
+    if policy.finish(start, summary, trainer, spec.lora is not None, location, recipe) is None:
         return None
-    summary.write(start.out)
     print(f"\nORPO done in {wall:.1f}s: {summary.global_step} steps, {summary.train_pairs} pairs\n  "
           f"{summary.headline()}\n  {'adapter' if summary.adapter else 'model'} saved in {summary.model_dir}")
     return summary

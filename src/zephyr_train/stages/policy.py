@@ -14,6 +14,7 @@ from zephyr_train.data import chat_template
 from zephyr_train.errors import UserError
 from zephyr_train.inference import merge, modeling
 from zephyr_train.train import stage_dir as stage
+from zephyr_train.train.results import StageResult
 
 
 def location(recipe: Recipe, kind: str) -> str:
@@ -57,6 +58,20 @@ def release(trainer: Any) -> None:
     trainer.model = trainer.model_wrapped = trainer.optimizer = trainer.lr_scheduler = None
     if hasattr(trainer, "ref_model"):
         trainer.ref_model = None
+
+
+def finish(start: stage.Start, summary: StageResult, trainer: Any, lora: bool, policy: str,
+           recipe: Recipe) -> StageResult | None:
+    """A preference stage's end: a LoRA adapter merged into the policy it started from (the artifact people
+    load; the trainer lets go of its model first, and the caller of its own), then summary.json on the main
+    process. None off the main process."""
+    if lora:
+        release(trainer)
+        summary.merged_model_dir = str(merge_once(start, start.out, policy, recipe))
+    if not start.state.is_main_process:
+        return None
+    summary.write(start.out)
+    return summary
 
 
 def merge_once(start: stage.Start, adapter_dir: Path, base: str, recipe: Recipe) -> Path:

@@ -121,6 +121,18 @@ class StageResult(Figures):
         return path
 
 
+def common_figures(trainer: Any, result: Any, wall: float, out: Path, report: dict, dropped: dict) -> dict[str, Any]:
+    """The `StageResult` fields every stage reads off its finished TRL trainer (`result`: `trainer.train()`'s
+    output), as keyword arguments for the kind's result class."""
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return {"train_loss_first": losses[0] if losses else None, "train_loss_last": losses[-1] if losses else None,
+            "train_loss_mean": result.metrics.get("train_loss"), "global_step": trainer.state.global_step,
+            "epochs": trainer.state.epoch, "train_runtime_s": result.metrics.get("train_runtime"),
+            "wall_time_s": wall, "model_dir": str(out), "adapter": hasattr(trainer.model, "peft_config"),
+            "data": DataReport(sources=report["sources"], dropped=dict(dropped),
+                               eval_overlap_removed=report["eval_overlap_removed"])}
+
+
 def fmt(x: Any) -> str:
     """A figure as the summaries print it."""
     return f"{x:.3f}" if isinstance(x, float) else str(x)
