@@ -100,6 +100,14 @@ def smollm2_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def base_fact_scores(smollm2_dir) -> list[tuple[bool, float]]:
+    """The real model's scores on tests/data/test_packaged.py's plain facts, before any training."""
+    from tests.data.test_packaged import fact_scores
+
+    return fact_scores(smollm2_dir)
+
+
+@pytest.fixture(scope="session")
 def tokenizer(tiny_model_dir):
     from transformers import AutoTokenizer
 

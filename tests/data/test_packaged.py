@@ -56,10 +56,10 @@ def test_built_folder_is_a_plain_model_with_provenance(smollm2_dir):
 
 
 @pytest.mark.slow
-def test_the_real_model_answers_plain_facts(smollm2_dir):
+def test_the_real_model_answers_plain_facts(smollm2_dir, base_fact_scores):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    assert all(top1 for top1, _ in fact_scores(smollm2_dir))
+    assert all(top1 for top1, _ in base_fact_scores)
     tokenizer, model = AutoTokenizer.from_pretrained(smollm2_dir), AutoModelForCausalLM.from_pretrained(smollm2_dir)
     ids = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
                                         add_generation_prompt=True, return_tensors="pt", return_dict=True)

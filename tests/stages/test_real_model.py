@@ -18,7 +18,7 @@ RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "smollm2-135m" / "cpu
 
 
 @pytest.mark.slow
-def test_sft_then_dpo_keeps_the_facts(tmp_path, smollm2_dir, capsys):
+def test_sft_then_dpo_keeps_the_facts(tmp_path, smollm2_dir, base_fact_scores, capsys):
     from zephyr_train.cli import main
     from zephyr_train.pipeline.run import run_stage
 
@@ -35,7 +35,7 @@ def test_sft_then_dpo_keeps_the_facts(tmp_path, smollm2_dir, capsys):
     assert dpo["held_out_after"]["pairs"] == 2 and dpo["patches"]["prompt_length"] == "applied"
     final = tmp_path / "dpo"
     assert (final / "chat_template.jinja").read_text() == (smollm2_dir / "chat_template.jinja").read_text()
-    for (top1, after), (_, before) in zip(fact_scores(final), fact_scores(smollm2_dir), strict=True):
+    for (top1, after), (_, before) in zip(fact_scores(final), base_fact_scores, strict=True):
         assert top1 and after > before - 0.5, (after, before)
     capsys.readouterr()
     main(["chat", str(final), "--greedy", "--max-new-tokens", "12", "--prompt", "What is the capital of Japan?"])
