@@ -101,15 +101,14 @@ def render(template: str, messages: list[dict]) -> tuple[str, list[tuple[int, in
     """Text of `messages` and its trained spans, without importing transformers (`check` shows and checks
     the trained spans of a recipe's first rows with it): the `{% generation %}` spans of a template that
     marks them, else the spans `derived_spans` reads off the template itself ([] when it cannot)."""
-    env = _environment()
+    compiled = _environment().from_string(template)
 
     def text_of(msgs: list[dict], add_generation_prompt: bool) -> str:
-        marked = env.from_string(template).render(messages=msgs, bos_token="<s>", eos_token="</s>",
-                                                  add_generation_prompt=add_generation_prompt)
+        marked = compiled.render(messages=msgs, bos_token="<s>", eos_token="</s>",
+                                 add_generation_prompt=add_generation_prompt)
         return marked.replace("\x02", "").replace("\x03", "")
 
-    marked = env.from_string(template).render(messages=messages, bos_token="<s>", eos_token="</s>",
-                                              add_generation_prompt=False)
+    marked = compiled.render(messages=messages, bos_token="<s>", eos_token="</s>", add_generation_prompt=False)
     text, spans, begin = "", [], 0
     for char in marked:
         if char == "\x02":
@@ -150,8 +149,8 @@ def prefix_consistent(template: str) -> bool:
             text, spans = render(template, messages)
         except Exception:  # noqa: BLE001 - a template that cannot render this probe says nothing
             continue
-        return len(spans) == 2 and [text[a:b].startswith(m) for (a, b), m in zip(spans, ("A1", "A2"), strict=True)] \
-            == [True, True]
+        return len(spans) == 2 and all(text[a:b].startswith(reply)
+                                       for (a, b), reply in zip(spans, ("A1", "A2"), strict=True))
     return False
 
 

@@ -192,8 +192,8 @@ def _write_metadata(writer: Any, config: dict, name: str, license_: str | None, 
         writer.add_key_length(head_dim)
         writer.add_value_length(head_dim)
     rope = rope_parameters(config)
-    writer.add_rope_freq_base(float(rope.get("rope_theta", 10000.0)))
-    if rope.get("rope_type", "default") in ("linear", "yarn"):
+    writer.add_rope_freq_base(float(rope["rope_theta"]))
+    if rope["rope_type"] in ("linear", "yarn"):
         kind = gguf.RopeScalingType.LINEAR if rope["rope_type"] == "linear" else gguf.RopeScalingType.YARN
         writer.add_rope_scaling_type(kind)
         writer.add_rope_scaling_factor(float(rope["factor"]))

@@ -14,7 +14,6 @@ margin and loss are measured before and after training, in one pass each.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -237,12 +236,7 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
 
     console.attach(trainer, KIND, train, evaluation, dropped, location, start.resume)  # banner, bars, log lines
     # 5. Held-out figures before, train, after; save.
-    before = held_out(trainer) if evaluation is not None and start.resume is None else None
-    started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(start.resume) if start.resume else None)
-    wall = time.perf_counter() - started
-    after = held_out(trainer) if evaluation is not None else None
-    trainer.save_model(str(start.out))
+    before, after, result, wall = policy.train_between_held_out(trainer, start, evaluation, lambda: held_out(trainer))
     summary = DPOResult(
         stage="dpo", **common_figures(trainer, result, wall, start.out, data["report"], dropped),
         held_out_before=before, held_out_after=after, train_pairs=len(train), lm_head=head, reference=reference,

@@ -11,7 +11,6 @@ Flow: check, data, claim the output directory, model, held-out figures, train, h
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -157,16 +156,9 @@ def run_kto(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
     tokenizer.chat_template = inference_template
     console.attach(trainer, KIND, train, evaluation, dropped, location, start.resume)
 
-    # 5. Held-out figures before, train, after; save.
-    def held_out() -> HeldOut | None:
-        return HeldOut.from_metrics(trainer.evaluate()) if evaluation is not None else None
-
-    before = held_out() if start.resume is None else None
-    started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(start.resume) if start.resume else None)
-    wall = time.perf_counter() - started
-    after = held_out()
-    trainer.save_model(str(start.out))
+    # 5. Held-out figures (from TRL's own evaluation) before, train, after; save.
+    before, after, result, wall = policy.train_between_held_out(
+        trainer, start, evaluation, lambda: HeldOut.from_metrics(trainer.evaluate()))
     summary = KTOResult(
         stage="kto", **common_figures(trainer, result, wall, start.out, data["report"], dropped),
         held_out_before=before, held_out_after=after, train_rows=len(train), desirable=desirable,

@@ -5,6 +5,8 @@ hands it, so a new kind is its own module and nothing else.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,20 @@ def release(trainer: Any) -> None:
     trainer.model = trainer.model_wrapped = trainer.optimizer = trainer.lr_scheduler = None
     if hasattr(trainer, "ref_model"):
         trainer.ref_model = None
+
+
+def train_between_held_out(trainer: Any, start: stage.Start, evaluation: Any,
+                           measure: Callable[[], Any]) -> tuple[Any, Any, Any, float]:
+    """Held-out figures (`measure()`, when there is an eval set) before training, except on a resume (the
+    model is no longer the starting one), then training (from the checkpoint a resume names), the figures
+    after, and the model saved: (before, after, `trainer.train()`'s output, wall seconds of training)."""
+    before = measure() if evaluation is not None and start.resume is None else None
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(start.resume) if start.resume else None)
+    wall = time.perf_counter() - started
+    after = measure() if evaluation is not None else None
+    trainer.save_model(str(start.out))
+    return before, after, result, wall
 
 
 def finish(start: stage.Start, summary: StageResult, trainer: Any, lora: bool, policy: str,

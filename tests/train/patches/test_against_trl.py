@@ -79,6 +79,7 @@ def test_packing_equals_trls_padding_free_batch(tmp_path, tiny_model_dir, tokeni
     ours, states = sft_trainer(tmp_path, tiny_model_dir, tokenizer, "packing")
     plain, plain_states = sft_trainer(tmp_path, tiny_model_dir, tokenizer, None)
     assert states["packing"] == "applied" and isinstance(ours.data_collator, PackedRowsCollator)
+    assert ours.data_collator.pad_token_id == tokenizer.pad_token_id
     assert plain_states["packing"].startswith("skipped: patches: false")
     assert isinstance(plain.data_collator, DataCollatorForLanguageModeling)
     assert_same(loss_and_grads(ours), loss_and_grads(plain))

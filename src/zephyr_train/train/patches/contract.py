@@ -32,7 +32,6 @@ class Setup:
     lm_head: str = "auto"  # dpo.lm_head
     max_prompt_length: int | None = None  # dpo.max_prompt_length
     bos_token_id: int | None = None
-    pad_token_id: int = 0
 
 
 def _unknown() -> str | None:

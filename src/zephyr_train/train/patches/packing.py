@@ -59,7 +59,7 @@ def _unwanted(setup: Setup) -> str | None:
     return None
 
 
-def _install(trainer: Any, setup: Setup) -> str | Unwanted | None:
+def _install(trainer: Any, _: Setup) -> str | Unwanted | None:
     """Swap TRL's collator for ours once the prepared data shows the packed layout it was written for.
     Without `seq_lengths` this collator would read a packed row as one sequence (attention across examples),
     and a column it does not read would be a training signal dropped: both leave TRL's collator in place."""
@@ -73,7 +73,7 @@ def _install(trainer: Any, setup: Setup) -> str | Unwanted | None:
     unread = [c for c in columns if c not in COLUMNS]
     if unread:
         return f"TRL's packed dataset has columns this collator does not read: {', '.join(unread)}"
-    trainer.data_collator = PackedRowsCollator(setup.pad_token_id)
+    trainer.data_collator = PackedRowsCollator(trainer.processing_class.pad_token_id)
     return None
 
 
