@@ -8,6 +8,9 @@ TORCH ?= torch==2.13.0
 RECIPE ?= recipes/smoke.yaml
 ARGS ?=
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist); each trains on one thread, so 2 fills this 2-core machine. PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= 2
+PYTEST := HF_HUB_OFFLINE=1 $(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
 
 .PHONY: install smoke test test-fast bench lint clean
 
@@ -27,11 +30,11 @@ smoke: install
 
 # The whole suite, training runs included (README: Tests). PYTEST_ARGS="-x -k dpo" and the like pass through.
 test: install
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -q $(PYTEST_ARGS) tests
+	$(PYTEST) $(PYTEST_ARGS) tests
 
 # The inner loop: every test not marked slow (no training run), in about a minute.
 test-fast: install
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS) tests
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS) tests
 
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/sft_throughput.py
