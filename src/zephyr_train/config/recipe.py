@@ -428,7 +428,7 @@ def load_resolved(stage_dir: Path, kinds: Mapping[str, StageKind]) -> Recipe:
 _NOT_FINGERPRINTED = re.compile(
     r"^(logging_.*|report_to|run_name|save_.*|push_to_hub|hub_.*|output_dir|overwrite_output_dir|"
     r"dataloader_num_workers|disable_tqdm|eval_steps|eval_strategy|per_device_eval_batch_size|"
-    r"resume_from_checkpoint|dataset_num_proc|include_.*)$"
+    r"resume_from_checkpoint|dataset_num_proc|include_.*|ddp_backend|ddp_timeout)$"
 )
 
 

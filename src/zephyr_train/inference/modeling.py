@@ -114,6 +114,19 @@ def load_model(location: str, spec: ModelSpec) -> Any:
     return AutoModelForCausalLM.from_pretrained(location, **kwargs)
 
 
+def whole_models_from_now() -> None:
+    """Load the next models whole, on one process. While the last trainer's DeepSpeed ZeRO-3 config is alive,
+    transformers builds every model as ZeRO-3 shards (`zero.Init`, a collective): a main-process-only load
+    after training (the merge of an adapter, the report's sample answers) then waits forever for the other
+    ranks. A training stage's own config registers it again before its model loads."""
+    import sys
+
+    if "transformers.integrations.deepspeed" in sys.modules:
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+
+
 def lora_config(lora: Lora | None) -> Any:
     if lora is None:
         return None

@@ -20,7 +20,8 @@ from zephyr_train import run_files
 from zephyr_train.config.recipe import Recipe, fingerprint
 from zephyr_train.errors import UserError
 from zephyr_train.eval import stage as eval_stage
-from zephyr_train.preflight import environment
+from zephyr_train.inference import modeling
+from zephyr_train.preflight import environment, launcher
 from zephyr_train.publish import hub, stage_cards
 from zephyr_train.publish.report import write_report
 from zephyr_train.stages import read_result
@@ -40,6 +41,10 @@ def run_stage(recipe: Recipe, kind: str, overrides: list[str] = (), overwrite: b
     if result:
         stage_cards.finish_stage(recipe, kind, out)  # portable base references, the project's card in the folder
         hub.push_stage(recipe, kind, out)
+    from accelerate import PartialState
+
+    PartialState().wait_for_everyone()  # the next stage reads this one's summary.json, written by the main process
+    modeling.whole_models_from_now()  # the report and eval load models on the main process alone
     return result
 
 
@@ -51,19 +56,20 @@ def run_pipeline(recipe: Recipe, overrides: list[str] = (), force: bool = False)
     if recipe.eval is not None:  # the judge's key and the eval inputs, checked before anything trains
         eval_stage.preflight(recipe)
     results: dict[str, StageResult | None] = {}
+    say = print if launcher.main_process() else (lambda *args: None)
     for name in stages:
         out = recipe.stage_dir(name)
         state = stage_dir.state_of(out, fingerprint(recipe, name))
         if state == "finished" and not force:
-            print(f"{name}: finished under the same settings in {out}; skipped (--force runs it again)")
+            say(f"{name}: finished under the same settings in {out}; skipped (--force runs it again)")
             results[name] = read_result(out, name)
             continue
         if state == "changed" and not force:
-            print(f"{name}: {out} was made with other settings; running the stage again from scratch")
+            say(f"{name}: {out} was made with other settings; running the stage again from scratch")
         results[name] = run_stage(recipe, name, overrides, overwrite=force or state == "changed")
+    if not launcher.main_process():
+        return {}  # the figures, report and eval are the main process's
     last = results[stages[-1]]
-    if last is None:
-        return {}  # not the main process
     final = Path(last.final_model)
     summary = {"stages": {name: result.to_json() for name, result in results.items()}, "final_model": str(final),
                "final_adapter": last.model_dir if last.adapter else None,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import glob
 import json
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -348,7 +347,11 @@ def check(recipe: Recipe, launch: Launch | None = None, hardware: Hardware | Non
 def before_stage(recipe: Recipe, stages: tuple[str, ...]) -> None:
     """The preflight's rules and data checks at the start of a stage command or `run`: the first error is
     raised, warnings printed once (by the main process)."""
-    launcher.gpu_guard()
+    launcher.started_as_asked()
+    on_cpu = launcher.on_cpu_machine()
+    for stage in recipe.stages if on_cpu else ():
+        for key, value in on_cpu.trainer.items():
+            stage.trainer.setdefault(key, value)
     report = check(recipe, launcher.from_env(), estimate=False, stages=stages)
     if not report.errors:  # PEFT's own LoraConfig rules (imports torch), still before any model loads
         lora.check_with_peft([recipe.stage(name) for name in stages if recipe.stage(name)], recipe.source)
@@ -363,6 +366,8 @@ def before_stage(recipe: Recipe, stages: tuple[str, ...]) -> None:
         if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
             raise UserError(f"{recipe.source}: {bf16[0]}.bf16 is on but {torch.cuda.get_device_name()} has no "
                             f"bfloat16; set {bf16[0]}.bf16=false {bf16[0]}.fp16=true model.dtype=float16")
-    if os.environ.get("RANK", "0") == "0":
+    if launcher.main_process():
+        if on_cpu:
+            print(f"zephyr-train: note: {on_cpu.note}")
         for warning in report.warnings:
             print(f"zephyr-train: warning: {warning}")

@@ -92,9 +92,14 @@ def notes(launch: Launch) -> list[str]:
     found = []
     if launch.distributed_type == "DEEPSPEED" and importlib.util.find_spec("deepspeed") is None:
         found.append(f"{launch.source} needs DeepSpeed, not installed here: pip install -e .[deepspeed]")
-    if launch.source != "<none>" and not launch.on_cpu and not has_nvidia_gpu():
-        found.append(f"{launch.source} is a GPU config and this machine has no NVIDIA GPU: launched here it stops "
-                     "with an error (configs/cpu.yaml runs on a CPU)")
+    if launch.source == "<none>" or launch.on_cpu or has_nvidia_gpu():
+        return found
+    if launch.distributed_type == "FSDP":
+        found.append(f"{launch.source} is an FSDP config and this machine has no NVIDIA GPU: accelerate runs FSDP "
+                     "only on GPUs, so launched here it stops (configs/deepspeed_zero3.yaml shards on a CPU too)")
+    elif launch.source != FROM_LAUNCH:  # a launched process prints `on_cpu_machine`'s note instead
+        found.append(f"{launch.source} is a GPU config and this machine has no NVIDIA GPU: launched here its "
+                     f"{launch.processes} process(es) run on the CPU (gloo backend)")
     return found
 
 
@@ -105,6 +110,9 @@ LAUNCH_ENV: dict[str, str] = {
     key: value for key, value in os.environ.items()
     if key.startswith(("ACCELERATE_", "FSDP_")) or key in ("WORLD_SIZE", "CUDA_VISIBLE_DEVICES")
 }
+
+
+FROM_LAUNCH = "<accelerate launch>"  # a Launch read from this process's environment
 
 
 def precision_of(trainer_args: dict[str, Any]) -> str:
@@ -136,13 +144,13 @@ def from_env(env: dict[str, str] | None = None) -> Launch:
         stage = int(env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3"))
         offload = "cpu" in (env.get("ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE"),
                             env.get("ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE"))
-        return Launch("<accelerate launch>", "DEEPSPEED", processes, sharding=f"zero{stage}" if stage >= 2 else None,
+        return Launch(FROM_LAUNCH, "DEEPSPEED", processes, sharding=f"zero{stage}" if stage >= 2 else None,
                       offload=offload)
     if env.get("ACCELERATE_USE_FSDP", "").lower() == "true":
-        return Launch("<accelerate launch>", "FSDP", processes, sharding="fsdp",
+        return Launch(FROM_LAUNCH, "FSDP", processes, sharding="fsdp",
                       offload=env.get("FSDP_OFFLOAD_PARAMS", "").lower() == "true")
     if "ACCELERATE_MIXED_PRECISION" in env:
-        return Launch("<accelerate launch>", "MULTI_CPU" if on_cpu else "MULTI_GPU", processes, on_cpu=on_cpu)
+        return Launch(FROM_LAUNCH, "MULTI_CPU" if on_cpu else "MULTI_GPU", processes, on_cpu=on_cpu)
     return Launch("<none>")
 
 
@@ -171,13 +179,104 @@ def launched_for_gpu(env: dict[str, str] | None = None) -> str | None:
     return "a GPU config" if env.get("CUDA_VISIBLE_DEVICES") else None
 
 
-def gpu_guard() -> None:
-    """Stop a GPU launch on a machine without CUDA before every process writes the same output directory."""
-    engine = launched_for_gpu()
-    if engine is None:
-        return
-    import torch
+@dataclass(frozen=True)
+class CpuLaunch:
+    """What a launch needs on a machine without CUDA: the line to print, and trainer settings to add."""
 
-    if not torch.cuda.is_available():
-        raise UserError(f"launched with {engine} (accelerate launch) but this machine has no CUDA GPU; "
-                        "on a CPU use --config_file configs/cpu.yaml, or run without accelerate launch")
+    note: str
+    trainer: dict[str, Any]
+
+
+def _launcher_argv() -> list[str]:
+    """The command line of the process that started this one (Linux; empty elsewhere)."""
+    try:
+        raw = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [arg.decode(errors="replace") for arg in raw.split(b"\0") if arg]
+
+
+def _option(argv: list[str], name: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def started_as_asked(env: dict[str, str] | None = None, argv: list[str] | None = None) -> None:
+    """Stop a launch that asked accelerate for N processes and got one. accelerate 1.15 starts a CPU
+    config (`--cpu`, `use_cpu: true`, `distributed_type: MULTI_CPU`) through its one-process launcher
+    whatever `num_processes` says, and that process trains alone and exits 0. Only that launcher exports
+    ACCELERATE_USE_CPU without WORLD_SIZE; what was asked is read from its command line and config file."""
+    env = LAUNCH_ENV if env is None else env
+    if "ACCELERATE_USE_CPU" not in env or "WORLD_SIZE" in env:
+        return
+    argv = _launcher_argv() if argv is None else argv
+    if not any("accelerate" in arg for arg in argv[:3]):
+        return
+    asked, config = _option(argv, "--num_processes"), _option(argv, "--config_file")
+    if asked is None and config and Path(config).is_file():
+        raw = read_yaml(Path(config), "accelerate config not found")
+        asked = str(raw.get("num_processes", 1)) if isinstance(raw, dict) else None
+    if asked and asked.isdigit() and int(asked) > 1:
+        raise UserError(f"accelerate launch asked for {asked} processes but started 1: accelerate starts a CPU "
+                        "config (--cpu, use_cpu: true or MULTI_CPU) as one process; use --config_file "
+                        f"configs/cpu.yaml (it starts {asked} on a CPU) or torchrun --nproc_per_node {asked}")
+
+
+def main_process() -> bool:
+    """Whether this is rank 0 of the launch (or no launch), from the launcher's RANK: known before accelerate
+    sets up its state, which a stage does only once its settings are known."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def process_state(trainer_args: dict[str, Any]) -> Any:
+    """accelerate's view of this process, set up as the trainer will set it up, and checked against the process
+    group: a rank that believes it is alone trains on all the data and writes every file (before this check,
+    a `torchrun` of 2 processes on a CPU ran 2 whole single-process jobs into one directory and exited 0)."""
+    from accelerate import PartialState
+
+    cpu = bool(trainer_args.get("use_cpu")) or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("true", "1")
+    state = PartialState(cpu=cpu, backend=trainer_args.get("ddp_backend"))
+    started = int(os.environ.get("WORLD_SIZE", "1"))
+    if state.num_processes != started:
+        raise UserError(f"{started} processes were started (WORLD_SIZE={started}) but accelerate sees "
+                        f"{state.num_processes} ({state.distributed_type}): each would train alone on all the data; "
+                        "on a machine without a GPU export ACCELERATE_USE_CPU=true, on a GPU machine check "
+                        "CUDA_VISIBLE_DEVICES")
+    return state
+
+
+def on_cpu_machine(env: dict[str, str] | None = None) -> CpuLaunch | None:
+    """Make a launch on a machine without CUDA run as launched, or stop it (UserError).
+
+    accelerate picks the CPU's process group (gloo) only when told it is on a CPU: a `torchrun` or GPU-config
+    launch otherwise leaves each rank training alone on all the data, every rank writing the output and
+    exiting 0. DeepSpeed's own start-up would pick NCCL; started on gloo first, ZeRO-2/3 train on a CPU with
+    torch's AdamW (`deepspeed` from PyPI builds none of its own optimizers), once the trainer also asks for
+    gloo (`ddp_backend`: without it accelerate counts one process and DeepSpeed stops on "Check batch
+    related parameters"). FSDP has no CPU path in
+    accelerate 1.15 (it silently falls back to DDP or to no wrapping), so it is refused.
+    """
+    if has_nvidia_gpu():
+        return None
+    env = LAUNCH_ENV if env is None else env
+    engine, world = launched_for_gpu(env), int(os.environ.get("WORLD_SIZE", "1"))
+    if engine == "FSDP":
+        raise UserError("launched with FSDP (accelerate launch) but this machine has no CUDA GPU, and accelerate "
+                        "runs FSDP only on GPUs; on a CPU use --config_file configs/deepspeed_zero3.yaml (ZeRO-3 "
+                        "shards the model too) or torchrun --nproc_per_node N")
+    if engine == "DeepSpeed":
+        import deepspeed.comm
+
+        deepspeed.comm.init_distributed(dist_backend="gloo", auto_mpi_discovery=False, verbose=False)
+        return CpuLaunch(f"no CUDA GPU here: DeepSpeed's {world} process(es) run on the CPU (gloo backend, "
+                         "torch's AdamW; nothing changes on a GPU)", {"ddp_backend": "gloo"})
+    if world > 1 and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("true", "1"):
+        os.environ["ACCELERATE_USE_CPU"] = "true"
+        return CpuLaunch(f"no CUDA GPU here: the {world} processes train data-parallel on the CPU (gloo backend)", {})
+    if engine is not None:
+        return CpuLaunch(f"no CUDA GPU here: {engine} runs on the CPU", {})
+    return None

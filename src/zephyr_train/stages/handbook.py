@@ -9,7 +9,6 @@ with no meaning here are dropped with a warning, and anything else goes through 
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from zephyr_train.config.recipe import RENAMED_FIELDS, apply_override, read_yaml
 from zephyr_train.data.chat_template import renders_like_zephyr
 from zephyr_train.errors import UserError
+from zephyr_train.preflight import launcher
 from zephyr_train.stages import KINDS, build_recipe
 
 MODEL_KEYS = {"model_name_or_path": "name_or_path", "model_revision": "revision", "torch_dtype": "dtype",
@@ -146,7 +146,7 @@ def load_handbook(path: str | Path, stage: str, overrides: list[str] = ()) -> An
     recipe, warnings = to_recipe(raw, stage, str(path))
     for item in overrides:
         apply_override(recipe, item, path)
-    if os.environ.get("RANK", "0") == "0":
+    if launcher.main_process():
         for warning in warnings:
             print(f"zephyr-train: warning: {warning}", file=sys.stderr)
     return build_recipe(recipe, str(path))

@@ -15,6 +15,7 @@ from zephyr_train.config.recipe import Recipe
 from zephyr_train.data import chat_template
 from zephyr_train.errors import UserError
 from zephyr_train.inference import merge, modeling
+from zephyr_train.train import console
 from zephyr_train.train import stage_dir as stage
 from zephyr_train.train.results import StageResult
 
@@ -62,12 +63,31 @@ def release(trainer: Any) -> None:
         trainer.ref_model = None
 
 
+def whole_before_training(trainer: Any) -> Any:
+    """A context in which the policy can run before `train()`. ZeRO-3 loads each rank's shard of the weights
+    (`zero3_init_flag`), and only the DeepSpeed engine that `train()` builds gathers them for a forward; until
+    then every rank gathers the whole policy for the held-out pass (a 7B model's 14 GB in bf16 per GPU, before
+    any optimizer state exists). TRL has already wrapped the reference model in its own engine."""
+    from contextlib import nullcontext
+
+    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    if plugin is None or plugin.zero_stage != 3 or trainer.model_wrapped is not trainer.model:
+        return nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(trainer.model.parameters()), modifier_rank=None)
+
+
 def train_between_held_out(trainer: Any, start: stage.Start, evaluation: Any,
                            measure: Callable[[], Any]) -> tuple[Any, Any, Any, float]:
     """Held-out figures (`measure()`, when there is an eval set) before training, except on a resume (the
     model is no longer the starting one), then training (from the checkpoint a resume names), the figures
     after, and the model saved: (before, after, `trainer.train()`'s output, wall seconds of training)."""
-    before = measure() if evaluation is not None and start.resume is None else None
+    if evaluation is not None and start.resume is None:
+        with whole_before_training(trainer):
+            before = measure()
+    else:
+        before = None
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(start.resume) if start.resume else None)
     wall = time.perf_counter() - started
@@ -81,6 +101,7 @@ def finish(start: stage.Start, summary: StageResult, trainer: Any, lora: bool, p
     """A preference stage's end: a LoRA adapter merged into the policy it started from (the artifact people
     load; the trainer lets go of its model first, and the caller of its own), then summary.json on the main
     process. None off the main process."""
+    console.launch_figures(trainer, summary)
     if lora:
         release(trainer)
         summary.merged_model_dir = str(merge_once(start, start.out, policy, recipe))
@@ -96,6 +117,7 @@ def merge_once(start: stage.Start, adapter_dir: Path, base: str, recipe: Recipe)
 
     import torch
 
+    modeling.whole_models_from_now()
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -36,7 +36,7 @@ class SFTResult(StageResult):
     tokens_trained: int = 0  # tokens that carried loss, over the epochs run
     tokens_per_second: float | None = None
     padding_fraction: float | None = None
-    tokens_seen: int | None = None  # tokens through forward and backward, prompts included (this process)
+    tokens_seen: int | None = None  # tokens through forward and backward, prompts included (all processes)
     tokenizer_dir: str = ""
 
     def headline(self) -> str:
@@ -132,12 +132,14 @@ def run_sft(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
     wall = time.perf_counter() - started
     # read before evaluation adds its own batches
     padding, seen = padding_fraction(trainer.data_collator), getattr(trainer.data_collator, "real_tokens", None)
+    seen = console.over_processes(seen) if seen is not None else None
     eval_metrics = trainer.evaluate() if evaluation is not None else {}
     trainer.save_model(str(out))
     if not start.state.is_main_process:
         return None
     summary = summarize(trainer, result, eval_metrics, wall, (padding, seen), out, data["report"], dropped, len(train))
     summary.patches = chosen.states
+    console.launch_figures(trainer, summary)
     summary.write(out)
     print_summary(summary)
     return summary

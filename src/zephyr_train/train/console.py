@@ -121,7 +121,8 @@ def banner(info: dict[str, Any]) -> str:
         head + "=" * max(4, 100 - len(head)),
         f"  model      {info['model']}: {params}",
         f"  precision  {info['weights_dtype']} weights, {info['compute']} compute; device {info['device']}, "
-        f"{info['processes']} process{'es' if info['processes'] != 1 else ''}",
+        f"{info['processes']} process{'es' if info['processes'] != 1 else ''}"
+        + (f" ({info['distributed']})" if info.get("distributed", "none") != "none" else ""),
         f"  data       {info['rows']:,} training {unit} kept, {dropped_text}; "
         + (f"{info['eval_rows']:,} held out for eval" if info.get("eval_rows") is not None else "no eval split"),
         f"  steps      {info['steps']:,} optimizer steps ({info['epochs']:g} epoch(s); batch {info['per_device']} x "
@@ -139,6 +140,36 @@ def kind_info(kind: StageKind) -> dict[str, Any]:
             "sequences_per_row": kind.sequences_per_row}
 
 
+def over_processes(count: int) -> int:
+    """A per-process count summed over the processes of the launch; every process must call it."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.num_processes == 1:
+        return count
+    import torch
+    from accelerate.utils import reduce
+
+    return int(reduce(torch.tensor(count, device=state.device), "sum").item())
+
+
+def engine(trainer: Any) -> str:
+    """How the trainer's processes share the work, in summary.json's words (read from accelerate's state,
+    not from the launch: a launch can ask for what accelerate did not do)."""
+    state = trainer.accelerator.state
+    kind = str(state.distributed_type).split(".")[-1]
+    if kind == "DEEPSPEED":
+        return f"deepspeed-zero{state.deepspeed_plugin.zero_stage}"
+    if kind == "FSDP":
+        return "fsdp"
+    return "ddp" if trainer.accelerator.num_processes > 1 else "none"
+
+
+def launch_figures(trainer: Any, summary: Any) -> None:
+    """Record on a stage's result what trained it: the world size and the engine."""
+    summary.processes, summary.distributed = trainer.accelerator.num_processes, engine(trainer)
+
+
 def describe(trainer: Any, kind: StageKind, rows: int, dropped: dict, model: str, eval_rows: int | None,
              resume: Any = None) -> dict[str, Any]:
     """Plain values for `banner`, read from the built trainer (the settings it will really use)."""
@@ -153,7 +184,8 @@ def describe(trainer: Any, kind: StageKind, rows: int, dropped: dict, model: str
     return {
         **kind_info(kind), "model": model, "params": params, "trainable_params": trainable,
         "weights_dtype": "4-bit NF4" if four_bit else str(first.dtype).replace("torch.", ""), "compute": compute,
-        "device": str(args.device), "processes": processes, "rows": rows, "dropped": dict(dropped),
+        "device": str(args.device), "processes": processes, "distributed": engine(trainer), "rows": rows,
+        "dropped": dict(dropped),
         "eval_rows": eval_rows, "per_device": args.per_device_train_batch_size,
         "accumulation": args.gradient_accumulation_steps, "epochs": args.num_train_epochs,
         "steps": planned_steps(len(trainer.train_dataset), args.per_device_train_batch_size,
@@ -202,7 +234,7 @@ def stage_console(kind: StageKind, counter: CountingCollator | None) -> Any:
             self.current_step = state.global_step
             if self.training_bar is not None:
                 self.training_bar.update(state.global_step)
-            self.last = (time.perf_counter(), counter.trained_tokens if counter else 0)
+            self.last = (time.perf_counter(), over_processes(counter.trained_tokens) if counter else 0)
 
         def on_prediction_step(self, args: Any, state: Any, control: Any, eval_dataloader: Any = None,
                                **kwargs: Any) -> None:
@@ -215,14 +247,17 @@ def stage_console(kind: StageKind, counter: CountingCollator | None) -> Any:
                 self.prediction_bar.update(1)
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
-            if not state.is_world_process_zero or not logs:
+            if not logs:
                 return
+            # every process reaches a training log together (the trainer has just averaged the loss over them)
             if counter is not None and "loss" in logs and self.last is not None:
-                now, tokens = time.perf_counter(), counter.trained_tokens
+                now, tokens = time.perf_counter(), over_processes(counter.trained_tokens)
                 if now > self.last[0] and tokens > self.last[1]:  # the first batch may be collated before the clock
                     rate = round((tokens - self.last[1]) / (now - self.last[0]), 1)
                     logs["tokens_per_second"] = state.log_history[-1]["tokens_per_second"] = rate
                 self.last = (now, tokens)
+            if not state.is_world_process_zero:
+                return
             tqdm.write(log_line(label, logs, state.global_step, state.max_steps or None, kind.shown))
 
     return StageConsole()

@@ -80,6 +80,8 @@ class StageResult(Figures):
     merged_model_dir: str | None = None  # the adapter merged into its base, loadable without PEFT
     data: DataReport = field(default_factory=DataReport)
     patches: dict[str, str] = field(default_factory=dict)  # each TRL patch: "applied" or "skipped: <reason>"
+    processes: int = 1  # the world size that trained
+    distributed: str = "none"  # none | ddp | deepspeed-zero2 | deepspeed-zero3 | fsdp (console.engine)
 
     @property
     def final_model(self) -> str:

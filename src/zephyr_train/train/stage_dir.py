@@ -101,9 +101,7 @@ def begin(recipe: Recipe, name: str, overwrite: bool) -> Start:
     resume = inspect(out, settings, name, overwrite)
     asked_for = launcher.pin_precision(launcher.precision_of(trainer_args))
 
-    from accelerate import PartialState
-
-    state = PartialState()
+    state = launcher.process_state(trainer_args)
     log = print if state.is_main_process else (lambda *a, **k: None)
     if asked_for:
         wanted = launcher.precision_of(trainer_args).replace("no", "fp32")
