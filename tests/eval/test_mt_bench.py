@@ -161,6 +161,9 @@ def test_answer_prompts_as_fastchat_renders_them_for_zephyr(tmp_path, eval_input
     recording = Recording()
     mt_bench.generate_answers(command.mt_bench_job(args, tiny_model_dir, tmp_path, "tiny"), generator=recording)
     assert {r.max_new_tokens for r in recording.seen} == {1024}
+    assert not command.mt_bench_job(args, tiny_model_dir, tmp_path, "tiny").retry_failed
+    args.retry_failed = True  # --retry-failed
+    assert command.mt_bench_job(args, tiny_model_dir, tmp_path, "tiny").retry_failed
     category = {x["question_id"]: x["category"] for x in QUESTIONS}
     assert {r.key[0]: r.temperature for r in recording.seen} == {i: FASTCHAT_TEMPERATURES[c]
                                                                  for i, c in category.items()}

@@ -88,3 +88,11 @@ def test_run_without_a_judge_key_stops_before_training(tmp_path, tiny_model_dir,
     path.write_text(yaml.safe_dump(raw))
     assert_user_error(cli("run", str(path), env={"OPENAI_API_KEY": ""}), "eval.judge.base_url", "OPENAI_API_KEY")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_done_mt_bench_with_failed_verdicts_is_redone_only_when_asked(tmp_path):
+    from zephyr_train.eval.stage import _complete
+
+    (tmp_path / run_files.SUMMARY).write_text(json.dumps({"judged": True, "verdicts": 160, "expected_verdicts": 160,
+                                                          "failed": 2}))
+    assert _complete(tmp_path) and not _complete(tmp_path, retry_failed=True)
