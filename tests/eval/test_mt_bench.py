@@ -314,10 +314,11 @@ def test_offline_without_the_fastchat_files_is_one_line(tmp_path, tiny_model_dir
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("text, rating", [("Rating: [[7]]", 7.0), ("[[8.5]] overall", 8.5), ("score [6]", 6.0),
+@pytest.mark.parametrize("text, rating", [("Rating: [[7]]", 7), ("[[8.5]] overall", 8.5), ("score [6]", 6),
                                           ("no score here", None), ("[[ten]]", None)])
 def test_parse_rating(text, rating):
     assert parse_rating(text) == rating
+    assert type(parse_rating(text)) is type(rating)  # "[[7]]" is the int 7, as FastChat saves it
 
 
 @pytest.mark.parametrize("row, fragment", [

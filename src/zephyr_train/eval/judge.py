@@ -53,14 +53,14 @@ def check_configured(settings: JudgeSettings, what: str = "--judge-base-url") ->
 
 
 def parse_rating(text: str) -> float | None:
-    """The judge's score from `[[rating]]`; None when the verdict holds no rating (counted, not fatal)."""
+    """The judge's score from `[[rating]]`, else `[rating]` (FastChat's two patterns); None when the verdict
+    holds neither (counted, not fatal). An int when written as one, as FastChat's `ast.literal_eval` reads it,
+    so a saved score is `8` as in FastChat's files."""
     match = RATING.search(text) or RATING_FALLBACK.search(text)
     if not match:
         return None
-    try:
-        return float(match.group(1))
-    except ValueError:
-        return None
+    value = match.group(1)
+    return float(value) if "." in value else int(value)
 
 
 class Judge:

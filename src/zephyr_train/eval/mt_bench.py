@@ -268,7 +268,7 @@ def summarize(job: MtBenchJob) -> dict:
     errors = sum(1 for r in latest.values() if r["score"] == -1 and r["judgment"] == ERROR_OUTPUT)
 
     def avg(rows: list[dict]) -> float | None:
-        return round(mean(r["score"] for r in rows), 4) if rows else None
+        return round(float(mean(r["score"] for r in rows)), 4) if rows else None
 
     categories = sorted({x.category for x in job.questions})
     return {**summary, "judged": True, "judge": job.judge.model, "judge_endpoint": endpoint(job.judge),
