@@ -3,7 +3,8 @@
 A test double at the one boundary that cannot exist here: the real judge (GPT-4 or a served model) is a
 remote HTTP API. This server listens on 127.0.0.1 only, speaks the same `/v1/chat/completions` JSON the
 `openai` client sends and reads, and answers from a script the test sets: a rating, a verdict with no
-rating, or an HTTP error status.
+rating, or an HTTP error status (`refusing` makes one that refuses some prompts with HTTP 400, the way a
+content filter or a context-length limit refuses the same prompt every time).
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ class JudgeServer:
                 user = next(m["content"] for m in body["messages"] if m["role"] == "user")
                 status, text = server.reply(number, user)
                 if status != 200:
-                    payload = {"error": {"message": f"scripted failure {status}", "type": "server_error"}}
+                    kind = "invalid_request_error" if status < 500 else "server_error"
+                    payload = {"error": {"message": f"scripted failure {status}", "type": kind,
+                                         "code": "content_filter" if status == 400 else None}}
                 else:
                     payload = {"id": f"chatcmpl-{number}", "object": "chat.completion", "created": 0,
                                "model": body["model"], "choices": [{"index": 0, "finish_reason": "stop",
@@ -64,3 +67,12 @@ class JudgeServer:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def refusing(marker: str, reply: Callable[[int, str], tuple[int, str]]) -> Callable[[int, str], tuple[int, str]]:
+    """A script that refuses (HTTP 400, every time) each prompt holding MARKER and answers the rest with REPLY."""
+
+    def script(number: int, user: str) -> tuple[int, str]:
+        return (400, "") if marker in user else reply(number, user)
+
+    return script

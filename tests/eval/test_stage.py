@@ -54,7 +54,8 @@ def test_run_evaluates_sft_and_final_model_then_skips(tmp_path, tiny_model_dir, 
         run_pipeline(recipe)
         first = capsys.readouterr().out
         assert len(server.requests) == 2 * 2 * 2  # 2 models x 2 questions x 2 turns
-        assert "eval: mt-bench on sft, dpo" in first and "dpo: MT-Bench 5.50" in first
+        assert "eval: mt-bench on sft, dpo" in first
+        assert "dpo: MT-Bench, partial: 2 of 8 questions (judge: judge-x at 127.0.0.1:" in first
         run_pipeline(recipe)
         again = capsys.readouterr().out
         assert len(server.requests) == 8 and "generating" not in again
@@ -62,9 +63,11 @@ def test_run_evaluates_sft_and_final_model_then_skips(tmp_path, tiny_model_dir, 
     run_dir = Path(recipe.output_dir)
     summary = json.loads((run_dir / run_files.SUMMARY).read_text())
     models = summary["eval"]["models"]
-    assert set(models) == {"sft", "dpo"} and models["dpo"]["mt-bench"]["score"] == 5.5  # writing 8/6, math 4/4
+    assert set(models) == {"sft", "dpo"} and models["dpo"]["mt-bench"]["score"] == 7.0  # writing, roleplay: 8/6
+    label = f"MT-Bench, partial: 2 of 8 questions (judge: judge-x at {models['dpo']['mt-bench']['judge_endpoint']})"
     report = (run_dir / run_files.REPORT).read_text()
-    assert "<h2>Evaluation</h2>" in report and "MT-Bench score" in report and "6.64" in report
+    assert "<h2>Evaluation</h2>" in report and f"<td>{label}</td>" in report
+    assert "<th>Zephyr-7B paper (judge: GPT-4)</th>" in report and "final model (SFT + DPO): 7.00" in report
     assert (run_dir / run_files.REPORT_FILES / "eval_mt_bench_categories.png").stat().st_size > 1000
     for file in run_dir.rglob("*"):
         assert not file.is_file() or file.suffix in (".safetensors", ".png") or SECRET not in file.read_text()
@@ -74,7 +77,7 @@ def test_run_evaluates_sft_and_final_model_then_skips(tmp_path, tiny_model_dir, 
 
     card = str(make_card(recipe, "dpo", "me/zephyr-tiny", "model", None, "builtin:tiny-mistral",
                          read_result(run_dir / "dpo", "dpo")))
-    assert "| MT-Bench score | 5.500 |" in card and "| MT-Bench math | 4.000 |" in card
+    assert f"| {label} | 7.000 |" in card and "| MT-Bench roleplay | 7.000 |" in card
 
 
 def test_run_without_a_judge_key_stops_before_training(tmp_path, tiny_model_dir, eval_inputs):
@@ -85,3 +88,11 @@ def test_run_without_a_judge_key_stops_before_training(tmp_path, tiny_model_dir,
     path.write_text(yaml.safe_dump(raw))
     assert_user_error(cli("run", str(path), env={"OPENAI_API_KEY": ""}), "eval.judge.base_url", "OPENAI_API_KEY")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_done_mt_bench_with_failed_verdicts_is_redone_only_when_asked(tmp_path):
+    from zephyr_train.eval.stage import _complete
+
+    (tmp_path / run_files.SUMMARY).write_text(json.dumps({"judged": True, "verdicts": 160, "expected_verdicts": 160,
+                                                          "failed": 2}))
+    assert _complete(tmp_path) and not _complete(tmp_path, retry_failed=True)

@@ -9,8 +9,8 @@ error in well under a second. The judge's key is never a recipe key: it comes fr
       models: [sft, dpo]               # the paper's ablation: SFT alone, then SFT + DPO (default: every stage)
       backend: auto                    # auto | transformers | vllm
       batch_size: 8
-      judge: {model: gpt-4, base_url: null, parallel: 8}
-      mt_bench: {questions: lighteval/mt-bench, judge_prompts: null, reference_answers: null,
+      judge: {model: gpt-4, base_url: null, parallel: 8, retries: 5, retry_failed: false}
+      mt_bench: {questions: fastchat, judge_prompts: fastchat, reference_answers: fastchat,
                  max_new_tokens: 1024, limit: null}
       alpaca_eval: {prompts: tatsu-lab/alpaca_eval, max_new_tokens: 2048, limit: null}
       lm_eval: {tasks: [arc_challenge, hellaswag, mmlu, truthfulqa_mc2], include_path: null,
@@ -28,7 +28,8 @@ from zephyr_train.errors import UserError
 
 BENCHES = ("mt-bench", "alpaca-eval", "lm-eval")
 BACKENDS = ("auto", "transformers", "vllm")
-DEFAULT_QUESTIONS = "lighteval/mt-bench"
+DEFAULT_QUESTIONS = "fastchat"  # FastChat's own question.jsonl (eval/fastchat_files.py)
+MT_BENCH_MAX_NEW_TOKENS = 1024  # FastChat gen_model_answer's --max-new-token default
 DEFAULT_ALPACA_PROMPTS = "tatsu-lab/alpaca_eval"
 # The Open LLM Leaderboard (v1) settings the Zephyr paper's table of ARC / HellaSwag / MMLU / TruthfulQA used.
 PAPER_TASKS = ("arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc2")
@@ -41,15 +42,18 @@ class Judge:
     model: str = "gpt-4"
     base_url: str | None = None  # None: api.openai.com; else a vLLM / TGI / other server's .../v1
     parallel: int = 8  # requests in flight at once
-    retries: int = 5  # per request, with exponential backoff from 2 s
+    retries: int = 5  # per request, with exponential backoff from 2 s; then $ERROR$ (score -1), as FastChat
+    retry_failed: bool = False  # a re-run asks again for the verdicts saved at -1
 
 
 @dataclass
 class MtBench:
-    questions: str = DEFAULT_QUESTIONS  # FastChat question.jsonl, or a Hub dataset id
-    judge_prompts: str | None = None  # FastChat judge_prompts.jsonl; None: the one FastChat ships, if installed
-    reference_answers: str | None = None  # FastChat reference_answer/*.jsonl; else each question's `reference`
-    max_new_tokens: int = 1024  # FastChat's gen_model_answer default
+    questions: str = DEFAULT_QUESTIONS  # `fastchat` (its 80 questions), a question.jsonl file, or a Hub dataset id
+    judge_prompts: str | None = "fastchat"  # `fastchat` (null too): its judge_prompts.jsonl; or a file
+    # `fastchat` (GPT-4's reference_answer/gpt-4.jsonl, as FastChat judges), a file in that format, or
+    # `questions`: each question's own `reference` field (only when asked for: it changes the score)
+    reference_answers: str | None = "fastchat"  # null: `fastchat`
+    max_new_tokens: int = MT_BENCH_MAX_NEW_TOKENS
     limit: int | None = None  # first N questions only
     answers_only: bool = False  # True: generate the answers, judge nothing
 

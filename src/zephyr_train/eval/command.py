@@ -12,7 +12,14 @@ import shlex
 import sys
 from pathlib import Path
 
-from zephyr_train.config.evaluation import BACKENDS, BENCHES, DEFAULT_ALPACA_PROMPTS, DEFAULT_QUESTIONS, PAPER_TASKS
+from zephyr_train.config.evaluation import (
+    BACKENDS,
+    BENCHES,
+    DEFAULT_ALPACA_PROMPTS,
+    DEFAULT_QUESTIONS,
+    MT_BENCH_MAX_NEW_TOKENS,
+    PAPER_TASKS,
+)
 from zephyr_train.errors import UserError
 from zephyr_train.eval import alpaca_eval, harness, mt_bench
 from zephyr_train.eval import questions as q
@@ -31,17 +38,21 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     ev.add_argument("--bench", required=True, choices=BENCHES)
     ev.add_argument("--out", required=True, metavar="DIR", help="folder for answers, verdicts and summary.json")
     ev.add_argument("--questions", default=DEFAULT_QUESTIONS, metavar="FILE|HUB_ID",
-                    help=f"MT-Bench questions, FastChat question.jsonl format (default: {DEFAULT_QUESTIONS})")
+                    help="MT-Bench questions, FastChat question.jsonl format (default: fastchat, FastChat's own 80, "
+                    "downloaded once and cached)")
     ev.add_argument("--judge-model", default="gpt-4", help="judge model name (default: gpt-4, as MT-Bench)")
     ev.add_argument("--judge-base-url", metavar="URL", help="OpenAI-compatible endpoint (vLLM, TGI ...); default "
                     "api.openai.com")
-    ev.add_argument("--judge-prompts", metavar="FILE", help="FastChat judge_prompts.jsonl (default: the one an "
-                    "installed FastChat ships)")
+    ev.add_argument("--judge-prompts", default="fastchat", metavar="FILE", help="judge prompts, FastChat "
+                    "judge_prompts.jsonl format (default: fastchat, FastChat's own)")
     ev.add_argument("--judge-parallel", type=int, default=8, metavar="N", help="judge requests in flight")
     ev.add_argument("--no-judge", action="store_true", help="generate answers only")
-    ev.add_argument("--reference-answers", metavar="FILE", help="FastChat reference_answer jsonl (default: each "
-                    "question's own `reference`)")
-    ev.add_argument("--max-new-tokens", type=int, help="per answer (default: 1024 MT-Bench, 2048 AlpacaEval)")
+    ev.add_argument("--reference-answers", default="fastchat", metavar="FILE|fastchat|questions",
+                    help="references for math, reasoning, coding, FastChat reference_answer format (default: "
+                    "fastchat, GPT-4's gpt-4.jsonl as FastChat judges; `questions`: each question's own `reference`)")
+    ev.add_argument("--retry-failed", action="store_true", help="ask the judge again for verdicts saved at -1")
+    ev.add_argument("--max-new-tokens", type=int, help=f"per answer (default: {MT_BENCH_MAX_NEW_TOKENS} MT-Bench, "
+                    "2048 AlpacaEval)")
     ev.add_argument("--prompts", default=DEFAULT_ALPACA_PROMPTS, metavar="FILE|HUB_ID",
                     help=f"AlpacaEval instructions (default: {DEFAULT_ALPACA_PROMPTS})")
     ev.add_argument("--annotator", help="alpaca_eval annotators_config (default: the library's)")
@@ -92,12 +103,13 @@ def mt_bench_job(args: argparse.Namespace, model_dir: Path, out: Path, model_id:
     judge = None if args.no_judge else JudgeSettings(args.judge_model, args.judge_base_url, args.judge_parallel)
     if judge is not None:
         check_configured(judge)
-    asked = q.load_questions(args.questions, args.limit)
-    prompts = q.load_judge_prompts(args.judge_prompts) if judge else {}
-    references = q.load_references(args.reference_answers, asked)
-    argv = [a for a in sys.argv[1:] if a != "--overwrite"] if sys.argv[1:2] == ["eval"] else ["eval", *_rebuild(args)]
-    return MtBenchJob(model_dir, out, asked, model_id, args.max_new_tokens or 1024, judge, prompts, references,
-                      args.backend, args.batch_size, args.seed, resume_command="zephyr-train " + shlex.join(argv))
+    given = q.load_mt_bench(args.questions, args.limit, args.judge_prompts, args.reference_answers, judge is not None)
+    argv = [a for a in sys.argv[1:] if a not in ("--overwrite", "--retry-failed")] if sys.argv[1:2] == ["eval"] \
+        else ["eval", *_rebuild(args)]
+    return MtBenchJob(model_dir, out, given.questions, model_id, args.max_new_tokens or MT_BENCH_MAX_NEW_TOKENS, judge,
+                      given.prompts, given.references, args.backend, args.batch_size, args.seed,
+                      resume_command="zephyr-train " + shlex.join(argv), question_set_size=given.set_size,
+                      retry_failed=args.retry_failed)
 
 
 def _rebuild(args: argparse.Namespace) -> list[str]:

@@ -3,9 +3,10 @@ transformers generation otherwise. Both render each conversation with the model'
 (Zephyr's for our models), encode it with one BOS the way `chat` does, stop at EOS, and decode without
 special tokens, so the same greedy answers come out of either backend (up to kernel numerics).
 
-Prompts are grouped by temperature (MT-Bench samples writing at 0.7 and math greedily) and, in the
-transformers backend, generated `batch_size` at a time with left padding, longest first so a batch
-pads little.
+MT-Bench's prompts are the ones FastChat renders for the model (`fastchat_system_turn`); its sampling is
+FastChat's (`sampling`). Prompts are grouped by temperature (MT-Bench samples writing at 0.7 and math
+greedily) and, in the transformers backend, generated `batch_size` at a time with left padding, longest
+first so a batch pads little.
 """
 
 from __future__ import annotations
@@ -20,6 +21,23 @@ from zephyr_train.errors import UserError
 from zephyr_train.inference import chat
 
 GREEDY_BELOW = 1e-4  # FastChat: temperature < 1e-4 means greedy decoding
+
+
+def sampling(temperature: float) -> dict[str, Any]:
+    """`generate` arguments for a temperature, by FastChat's rule: greedy below 1e-4, sampled above."""
+    if temperature < GREEDY_BELOW:
+        return {"do_sample": False}
+    return {"do_sample": True, "temperature": temperature}
+
+
+def fastchat_system_turn(model_dir: str | Path) -> bool:
+    """Whether FastChat's prompt for this model opens with an empty system turn. FastChat renders a Zephyr
+    model with its `zephyr` conversation template, whose empty system message still renders as
+    `<|system|>\n</s>\n` (how zephyr-7b-beta was trained and scored); its other templates add nothing for
+    an empty system message. The model's own template decides (Zephyr's when it ships none, as `chat`)."""
+    from zephyr_train.data.chat_template import model_template, renders_like_zephyr
+
+    return renders_like_zephyr(model_template(str(model_dir)) or ZEPHYR)
 
 
 @dataclass
@@ -91,9 +109,8 @@ class Generator:
     def _vllm(self, group: list[Request], temperature: float, max_new: int) -> list[tuple[Any, str]]:
         from vllm import SamplingParams
 
-        greedy = temperature < GREEDY_BELOW
-        params = SamplingParams(temperature=0.0 if greedy else temperature, max_tokens=max_new, seed=self.seed,
-                                skip_special_tokens=True)
+        params = SamplingParams(temperature=sampling(temperature).get("temperature", 0.0), max_tokens=max_new,
+                                seed=self.seed, skip_special_tokens=True)
         # token ids, not text: vLLM's text path would add a second BOS to a template that has one
         prompts = [{"prompt_token_ids": self.tokenizer(self.render(r.messages))["input_ids"]} for r in group]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
@@ -110,11 +127,9 @@ class Generator:
             tokenizer.pad_token_id = pad
         inputs = tokenizer([self.render(r.messages) for r in batch], return_tensors="pt", padding=True)
         inputs = inputs.to(model.device)
-        greedy = temperature < GREEDY_BELOW
-        kwargs: dict[str, Any] = {"do_sample": False} if greedy else {"do_sample": True, "temperature": temperature}
         set_seed(self.seed)
         with torch.no_grad():
-            out = model.generate(**inputs, **kwargs, max_new_tokens=max_new, pad_token_id=pad,
+            out = model.generate(**inputs, **sampling(temperature), max_new_tokens=max_new, pad_token_id=pad,
                                  eos_token_id=tokenizer.eos_token_id)
         new = out[:, inputs["input_ids"].shape[1]:]
         texts = tokenizer.batch_decode(new, skip_special_tokens=True)

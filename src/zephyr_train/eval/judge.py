@@ -1,10 +1,11 @@
 """The LLM judge: any OpenAI-compatible chat-completions endpoint, through the `openai` client.
 
 The key comes from OPENAI_API_KEY and lives only in the client object: it is never written to a file,
-a log line or an error message (errors go through `scrub`). A request that fails with a rate limit, a
-timeout, a connection error or a 5xx is retried with exponential backoff; when the retries run out, or
-on an error that retrying cannot fix (401, 404, ...), `JudgeFailed` stops the run, and what was judged
-so far is already saved, so the same command resumes without paying twice.
+a log line or an error message (errors go through `scrub`). A failing request is retried with exponential
+backoff. As in FastChat, one that keeps failing (a refusal, a content filter, a 5xx) is recorded as
+`$ERROR$` with score -1 and the run completes; an error no request can get past (401, 403, 404, no quota,
+an unreachable endpoint) stops the run with one line, what was judged so far already saved, so the same
+command resumes without paying twice.
 """
 
 from __future__ import annotations
@@ -23,10 +24,15 @@ KEY_ENV = "OPENAI_API_KEY"
 RATING = re.compile(r"\[\[(\d+\.?\d*)\]\]")
 RATING_FALLBACK = re.compile(r"\[(\d+\.?\d*)\]")
 MAX_TOKENS = 2048  # FastChat's judge settings: temperature 0, up to 2048 tokens
+ERROR_OUTPUT = "$ERROR$"  # FastChat's judgment text for a request that kept failing (its score: -1)
 
 
 class JudgeFailed(Exception):
-    """The judge could not be reached or refused; the message is safe to print (no key in it)."""
+    """The judge cannot be used at all (key, model, endpoint); the message is safe to print (no key in it)."""
+
+
+class RequestFailed(Exception):
+    """One grading request kept failing; recorded as ERROR_OUTPUT with score -1. Safe to print."""
 
 
 @dataclass
@@ -47,14 +53,14 @@ def check_configured(settings: JudgeSettings, what: str = "--judge-base-url") ->
 
 
 def parse_rating(text: str) -> float | None:
-    """The judge's score from `[[rating]]`; None when the verdict holds no rating (counted, not fatal)."""
+    """The judge's score from `[[rating]]`, else `[rating]` (FastChat's two patterns); None when the verdict
+    holds neither (counted, not fatal). An int when written as one, as FastChat's `ast.literal_eval` reads it,
+    so a saved score is `8` as in FastChat's files."""
     match = RATING.search(text) or RATING_FALLBACK.search(text)
     if not match:
         return None
-    try:
-        return float(match.group(1))
-    except ValueError:
-        return None
+    value = match.group(1)
+    return float(value) if "." in value else int(value)
 
 
 class Judge:
@@ -67,30 +73,56 @@ class Judge:
                              max_retries=0, timeout=300.0)
 
     def complete(self, system: str, user: str) -> str:
-        """The judge's reply to one grading prompt, retried with backoff on transient failures."""
+        """The judge's reply to one grading prompt, as FastChat's `chat_completion_openai` asks for it (system
+        message only when non-empty, n 1, temperature 0, 2048 tokens). A failure is retried with backoff;
+        see `_give_up` for what stops the run and what is recorded as $ERROR$."""
         import openai
 
-        transient = (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError,
-                     openai.InternalServerError)
         messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
         messages.append({"role": "user", "content": user})
         wait = self.settings.backoff_s
         for attempt in range(self.settings.retries + 1):
             try:
                 response = self.client.chat.completions.create(
-                    model=self.settings.model, messages=messages, temperature=0.0, max_tokens=MAX_TOKENS)
+                    model=self.settings.model, messages=messages, n=1, temperature=0, max_tokens=MAX_TOKENS)
                 return response.choices[0].message.content or ""
-            except transient as err:
-                if attempt == self.settings.retries:
-                    raise JudgeFailed(scrub(f"{describe(err)} after {attempt + 1} attempts")) from None
-                time.sleep(wait)
-                wait *= 2
             except openai.APIError as err:
-                raise JudgeFailed(scrub(describe(err))) from None
+                _give_up(err, attempt, self.settings.retries)
+            time.sleep(wait)
+            wait *= 2
         raise AssertionError("unreachable")
 
     def close(self) -> None:
         self.client.close()
+
+
+def _give_up(err: Exception, attempt: int, retries: int) -> None:
+    """Raise unless the request is worth another try. A wrong key, model or endpoint (401, 403, 404, no
+    quota) and an endpoint still unreachable after the retries stop the run (`JudgeFailed`): every other
+    request would fail the same way. Anything else that keeps failing (a 400 refusal, a content filter, a
+    context length, a 5xx, a timeout) fails this request only (`RequestFailed`): it is recorded as
+    FastChat records it, $ERROR$ with score -1, and the run goes on."""
+    import openai
+
+    fatal = (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)
+    if isinstance(err, fatal) or getattr(err, "code", None) == "insufficient_quota":
+        raise JudgeFailed(scrub(describe(err))) from None
+    if attempt < retries:
+        return
+    unreachable = isinstance(err, openai.APIConnectionError) and not isinstance(err, openai.APITimeoutError)
+    kind = JudgeFailed if unreachable else RequestFailed
+    raise kind(scrub(f"{describe(err)} after {attempt + 1} attempts")) from None
+
+
+def endpoint(settings: JudgeSettings) -> str:
+    """Where the judge runs, for summaries and reports: the endpoint's host (and port) only, never a path,
+    query or user part that could carry a key."""
+    from urllib.parse import urlsplit
+
+    if not settings.base_url:
+        return "api.openai.com"
+    parts = urlsplit(settings.base_url)
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname or "?")
 
 
 def describe(err: Exception) -> str:

@@ -1,11 +1,11 @@
 """The inputs of the benchmarks, read and checked before any model loads.
 
 MT-Bench questions in FastChat's `question.jsonl` format (`question_id`, `category`, `turns` of 2,
-optional `reference`), or a Hub dataset with those columns (lighteval/mt-bench, the default: FastChat's
-ids) or HuggingFaceH4/mt_bench_prompts' (`prompt_id`, `prompt`, `category`, `reference`); reference
-answers in FastChat's `reference_answer/*.jsonl` format, judge prompts in FastChat's `judge_prompts.jsonl`
-format, and AlpacaEval instructions. A file in the wrong shape is a one-line error naming the line and
-the field.
+optional `reference`), or a Hub dataset with those columns (lighteval/mt-bench) or
+HuggingFaceH4/mt_bench_prompts' (`prompt_id`, `prompt`, `category`, `reference`); reference answers in
+FastChat's `reference_answer/*.jsonl` format, judge prompts in FastChat's `judge_prompts.jsonl` format
+(each by default FastChat's own file: see fastchat_files.py), and AlpacaEval instructions. A file in the
+wrong shape is a one-line error naming the line and the field.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from zephyr_train.errors import UserError
+from zephyr_train.eval import fastchat_files
 
 # MT-Bench's generation temperature per category (FastChat llm_judge/common.py `temperature_config`);
 # any other category samples at 0.7 like FastChat's default.
@@ -27,7 +28,6 @@ NEED_REF = ("math", "reasoning", "coding", "arena-hard-200")
 # The judge prompts MT-Bench uses for single-answer grading: (plain, with reference) x (turn 1, turn 2).
 PROMPT_NAMES = {(False, 1): "single-v1", (True, 1): "single-math-v1",
                 (False, 2): "single-v1-multi-turn", (True, 2): "single-math-v1-multi-turn"}
-FASTCHAT_PROMPTS = "llm_judge/data/judge_prompts.jsonl"
 
 
 @dataclass
@@ -94,8 +94,10 @@ def question_from(row: dict, where: str) -> Question:
 
 
 def load_questions(source: str, limit: int | None = None) -> list[Question]:
-    """Questions from a FastChat question.jsonl file or a Hub dataset id (its train split)."""
-    path = Path(source).expanduser()
+    """Questions from FastChat's own question.jsonl (`fastchat`, the default), a file in its format, or a Hub
+    dataset id (its train split)."""
+    fastchat = source == fastchat_files.SOURCE
+    path = fastchat_files.fastchat_file("question.jsonl") if fastchat else Path(source).expanduser()
     if path.suffix in (".jsonl", ".json") or path.exists():
         found = [question_from(row, f"{path} line {n}") for n, row in read_jsonl(path, "MT-Bench question")]
     else:
@@ -118,47 +120,49 @@ def _hub_rows(dataset_id: str, split: str) -> list[dict]:
                         f"{str(err).splitlines()[0][:120]}); pass a local file instead") from None
 
 
+REFERENCES_OWN = "questions"  # --reference-answers value: each question's own `reference` field, said explicitly
+
+
 def load_references(source: str | None, questions: list[Question]) -> dict[Any, list[str]]:
-    """question_id -> reference turns: from FastChat's reference_answer file, else each question's own."""
-    refs = {q.question_id: q.reference for q in questions if q.reference}
-    if source:
-        path = Path(source).expanduser()
-        for n, row in read_jsonl(path, "reference answer"):
-            try:
-                turns = row["choices"][0]["turns"]
-            except (KeyError, IndexError, TypeError):
-                raise UserError(f"{path} line {n}: field choices[0].turns is missing (FastChat's "
-                                "reference_answer format)") from None
-            if "question_id" not in row or not _strings(turns):
-                raise UserError(f"{path} line {n}: needs question_id and choices[0].turns, a list of strings")
-            refs[row["question_id"]] = turns
+    """question_id -> reference turns for the questions judged against one: FastChat's GPT-4 answers by
+    default (what FastChat judges with), a reference_answer file, or, only when asked for by name, each
+    question's own `reference`. A math, reasoning or coding question without one is an error, as in FastChat."""
+    source = source or fastchat_files.SOURCE
+    if not any(x.category in NEED_REF for x in questions):  # nothing to fetch for a cut that needs none
+        return {}
+    if source == REFERENCES_OWN:
+        refs = {x.question_id: x.reference for x in questions if x.reference}
+    else:
+        path = fastchat_files.fastchat_file("gpt-4.jsonl") if source == fastchat_files.SOURCE else Path(source)
+        refs = _reference_rows(path.expanduser())
+    for x in questions:
+        if x.category in NEED_REF and len(refs.get(x.question_id) or []) < 2:
+            where = "its `reference` field" if source == REFERENCES_OWN else source
+            raise UserError(f"question {x.question_id!r} ({x.category}) has no reference answer for both turns in "
+                            f"{where}; MT-Bench judges {', '.join(NEED_REF)} against one: pass --reference-answers "
+                            "FILE (FastChat's reference_answer/gpt-4.jsonl format) that covers it")
+    return {k: v for k, v in refs.items() if k in {x.question_id for x in questions}}
+
+
+def _reference_rows(path: Path) -> dict[Any, list[str]]:
+    refs = {}
+    for n, row in read_jsonl(path, "reference answer"):
+        try:
+            turns = row["choices"][0]["turns"]
+        except (KeyError, IndexError, TypeError):
+            raise UserError(f"{path} line {n}: field choices[0].turns is missing (FastChat's "
+                            "reference_answer format)") from None
+        if "question_id" not in row or not _strings(turns):
+            raise UserError(f"{path} line {n}: needs question_id and choices[0].turns, a list of strings")
+        refs[row["question_id"]] = turns
     return refs
 
 
-def fastchat_prompts_file() -> Path | None:
-    """FastChat's judge_prompts.jsonl when an installed `fastchat` ships it (a source or git install
-    does; the fschat 0.2.36 wheel on PyPI leaves its data folder out)."""
-    try:
-        import importlib.util
-
-        spec = importlib.util.find_spec("fastchat")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for folder in spec.submodule_search_locations:
-        candidate = Path(folder) / FASTCHAT_PROMPTS
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def load_judge_prompts(source: str | None) -> dict[str, JudgePrompt]:
-    """The four single-grading prompts MT-Bench uses, by name, from a judge_prompts.jsonl file."""
-    path = Path(source).expanduser() if source else fastchat_prompts_file()
-    if path is None:
-        raise UserError("--judge-prompts: no judge prompts given and no installed FastChat ships them; pass "
-                        "FastChat's judge_prompts.jsonl (fastchat/llm_judge/data/judge_prompts.jsonl)")
+    """The four single-grading prompts MT-Bench uses, by name, from a judge_prompts.jsonl file (default:
+    FastChat's own)."""
+    use_fastchat = source in (None, fastchat_files.SOURCE)
+    path = fastchat_files.fastchat_file("judge_prompts.jsonl") if use_fastchat else Path(str(source)).expanduser()
     prompts = {}
     for n, row in read_jsonl(path, "judge prompt"):
         for key in ("name", "system_prompt", "prompt_template"):
@@ -171,6 +175,10 @@ def load_judge_prompts(source: str | None) -> dict[str, JudgePrompt]:
     if missing:
         raise UserError(f"{path}: no judge prompt named {', '.join(missing)}; MT-Bench's single grading needs "
                         f"{', '.join(PROMPT_NAMES.values())}")
+    odd = next((name for name in PROMPT_NAMES.values() if prompts[name].output_format != "[[rating]]"), None)
+    if odd:
+        raise UserError(f"{path}: judge prompt {odd} has output_format {prompts[odd].output_format!r}; single "
+                        "grading reads a [[rating]] (FastChat refuses any other)")
     return prompts
 
 
@@ -210,3 +218,23 @@ def _alpaca_hub(dataset_id: str) -> list[dict]:
     except Exception as err:  # noqa: BLE001
         raise UserError(f"{dataset_id}: could not download alpaca_eval.json ({type(err).__name__}); pass "
                         "--prompts FILE") from None
+
+
+@dataclass
+class MtBenchInputs:
+    questions: list[Question]  # the ones asked: the set's first `limit`
+    set_size: int  # the whole set's, so a cut run is labelled partial
+    prompts: dict[str, JudgePrompt]
+    references: dict[Any, list[str]]
+
+
+def load_mt_bench(questions: str, limit: int | None, judge_prompts: str | None, reference_answers: str | None,
+                  judged: bool) -> MtBenchInputs:
+    """Everything MT-Bench reads, checked before any model loads; an answers-only run needs neither the
+    prompts nor the references (so it runs offline on a local question file alone)."""
+    every = load_questions(questions)
+    asked = every[:limit] if limit else every
+    if not judged:
+        return MtBenchInputs(asked, len(every), {}, {})
+    return MtBenchInputs(asked, len(every), load_judge_prompts(judge_prompts),
+                         load_references(reference_answers, asked))

@@ -9,20 +9,26 @@ import html
 from pathlib import Path
 from typing import Any
 
-from zephyr_train.eval import stage
+from zephyr_train.eval import mt_bench, stage
 from zephyr_train.eval.harness import main_metric
 
 TITLES = {"sft": "SFT model", "dpo": "final model (SFT + DPO)"}
 # Zephyr paper, ablation (MT-Bench / AlpacaEval win %): SFT only 6.64 / 85.65; SFT then DPO 7.00 / 86.07.
-PAPER = {("MT-Bench score", "sft"): 6.64, ("MT-Bench score", "dpo"): 7.00,
-         ("AlpacaEval win rate", "sft"): 85.65, ("AlpacaEval win rate", "dpo"): 86.07}
+# Judged by GPT-4 (MT-Bench) and GPT-4 (AlpacaEval): comparable to ours only under the same judge.
+PAPER = {("mt-bench", "sft"): 6.64, ("mt-bench", "dpo"): 7.00, ("alpaca-eval", "sft"): 85.65,
+         ("alpaca-eval", "dpo"): 86.07}
+PAPER_COLUMN = "Zephyr-7B paper (judge: GPT-4)"
+ALPACA = "AlpacaEval win rate"
 CHART = "eval_mt_bench_categories.png"
 
 
 def rows(results: dict) -> tuple[list[str], list[list[Any]]]:
-    """(model columns, [metric, value per model, paper values]) from the eval summary."""
+    """(model columns, [metric, value per model, paper values]) from the eval summary. The MT-Bench score's
+    row names its judge (and says partial after --limit); the paper's GPT-4-judged figures stand in their
+    own column."""
     models = list(results.get("models", {}))
     metrics: dict[str, dict[str, Any]] = {}
+    paper_of: dict[str, str] = {}
 
     def put(name: str, kind: str, value: Any) -> None:
         if value is not None:
@@ -31,28 +37,31 @@ def rows(results: dict) -> tuple[list[str], list[list[Any]]]:
     for kind, benches in results.get("models", {}).items():
         mt = benches.get("mt-bench") or {}
         if mt.get("judged"):
-            put("MT-Bench score", kind, mt.get("score"))
+            paper_of[mt_bench.title(mt)] = "mt-bench"
+            put(mt_bench.title(mt), kind, mt.get("score"))
             put("MT-Bench turn 1", kind, mt.get("turn_1"))
             put("MT-Bench turn 2", kind, mt.get("turn_2"))
             for category, value in (mt.get("categories") or {}).items():
                 put(f"MT-Bench {category}", kind, value)
-            put("MT-Bench verdicts without a rating", kind, mt.get("unparseable"))
+            put("MT-Bench verdicts at -1 (left out)", kind, mt.get("failed"))
         elif mt:
-            put("MT-Bench", kind, f"{mt.get('questions')} answered, not judged")
+            put(mt_bench.title(mt), kind, f"{mt.get('questions')} answered, not judged")
         alpaca = benches.get("alpaca-eval") or {}
         if alpaca:
-            put("AlpacaEval win rate", kind, alpaca.get("win_rate") if alpaca.get("judged") else "outputs only")
+            paper_of[ALPACA] = "alpaca-eval"
+            put(ALPACA, kind, alpaca.get("win_rate") if alpaca.get("judged") else "outputs only")
 
         for task, task_metrics in ((benches.get("lm-eval") or {}).get("tasks") or {}).items():
             found = main_metric(task_metrics)
             if found:
                 put(f"{task} ({found[0]})", kind, found[1])
-    body = [[name, *(values.get(k) for k in models), _paper(name, models)] for name, values in metrics.items()]
+    body = [[name, *(values.get(k) for k in models), _paper(paper_of.get(name), models)]
+            for name, values in metrics.items()]
     return models, body
 
 
-def _paper(name: str, models: list[str]) -> str:
-    found = [f"{TITLES.get(k, k)}: {PAPER[(name, k)]:.2f}" for k in models if (name, k) in PAPER]
+def _paper(bench: str | None, models: list[str]) -> str:
+    found = [f"{TITLES.get(k, k)}: {PAPER[(bench, k)]:.2f}" for k in models if (bench, k) in PAPER]
     return "; ".join(found) if found else ""
 
 
@@ -97,10 +106,11 @@ def html_section(run_dir: str | Path, files_dir: str = "report_files") -> str:
         return ""
     models, body = rows(results)
     esc = html.escape
-    head = "".join(f"<th>{esc(h)}</th>" for h in ["metric", *(TITLES.get(k, k) for k in models), "paper"])
+    head = "".join(f"<th>{esc(h)}</th>" for h in ["metric", *(TITLES.get(k, k) for k in models), PAPER_COLUMN])
     cells = "".join("<tr>" + "".join(f"<td>{esc(_cell(v))}</td>" for v in row) + "</tr>" for row in body)
-    parts = ["<h2>Evaluation</h2>", "<p class=muted>MT-Bench: single-answer grading by the judge, mean of parsed "
-             "verdicts (1-10). The paper's numbers are Zephyr-7B's ablation, for scale.</p>",
+    parts = ["<h2>Evaluation</h2>", "<p class=muted>MT-Bench: single-answer grading by the judge named in the row, "
+             "mean of the verdicts not at -1 (1-10), as FastChat's show_result. The paper's column is Zephyr-7B's "
+             "ablation, judged by GPT-4: comparable only when the judge is GPT-4 and the run is not partial.</p>",
              f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>"]
     made = chart(results, Path(run_dir) / files_dir)
     if made:

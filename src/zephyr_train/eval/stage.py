@@ -33,6 +33,12 @@ def _judge_settings(recipe: Recipe) -> Any:
     return JudgeSettings(spec.judge.model, spec.judge.base_url, spec.judge.parallel, spec.judge.retries)
 
 
+def mt_bench_inputs(recipe: Recipe) -> q.MtBenchInputs:
+    m = recipe.eval.mt_bench
+    return q.load_mt_bench(m.questions, m.limit, m.judge_prompts, m.reference_answers,
+                           _judge_settings(recipe) is not None)
+
+
 def preflight(recipe: Recipe) -> None:
     """Every eval input and the judge's key or endpoint, before any model loads or trains."""
     spec = recipe.eval
@@ -44,9 +50,7 @@ def preflight(recipe: Recipe) -> None:
         if judge is not None:
 
             check_configured(judge, "eval.judge.base_url")
-            q.load_judge_prompts(spec.mt_bench.judge_prompts)
-        q.load_references(spec.mt_bench.reference_answers, q.load_questions(spec.mt_bench.questions,
-                                                                            spec.mt_bench.limit))
+        mt_bench_inputs(recipe)
     if "alpaca-eval" in spec.benches:
         q.load_instructions(spec.alpaca_eval.prompts, spec.alpaca_eval.limit)
     if "lm-eval" in spec.benches:
@@ -74,13 +78,11 @@ def run_bench(recipe: Recipe, kind: str, bench: str, model_dir: Path, folder: Pa
     resume = f"zephyr-train run {recipe.source}"
     if bench == "mt-bench":
 
-        m = spec.mt_bench
-        asked = q.load_questions(m.questions, m.limit)
-        judge = _judge_settings(recipe)
-        job = mt_bench.MtBenchJob(model_dir, folder, asked, model_id, m.max_new_tokens, judge,
-                                  q.load_judge_prompts(m.judge_prompts) if judge else {},
-                                  q.load_references(m.reference_answers, asked), spec.backend, spec.batch_size,
-                                  spec.seed, resume_command=resume)
+        given = mt_bench_inputs(recipe)
+        job = mt_bench.MtBenchJob(model_dir, folder, given.questions, model_id, spec.mt_bench.max_new_tokens,
+                                  _judge_settings(recipe), given.prompts, given.references, spec.backend,
+                                  spec.batch_size, spec.seed, resume_command=resume,
+                                  question_set_size=given.set_size, retry_failed=spec.judge.retry_failed)
         summary = mt_bench.run(job, overwrite=redo)
         print(f"  {kind}: {mt_bench.headline(summary)}")
         return summary
@@ -112,7 +114,7 @@ def run_eval_stage(recipe: Recipe, results: dict[str, StageResult | None], force
             digest = bench_fingerprint(recipe, kind, bench)
             recorded = folder / FINGERPRINT
             same = recorded.exists() and json.loads(recorded.read_text()).get("digest") == digest
-            if same and (folder / SUMMARY).exists() and not force and _complete(folder):
+            if same and (folder / SUMMARY).exists() and not force and _complete(folder, spec.judge.retry_failed):
                 print(f"  {kind}: {bench} done under the same settings in {folder}; skipped")
                 found.setdefault(kind, {})[bench] = json.loads((folder / SUMMARY).read_text())
                 continue
@@ -128,9 +130,12 @@ def run_eval_stage(recipe: Recipe, results: dict[str, StageResult | None], force
     return summary
 
 
-def _complete(folder: Path) -> bool:
-    """A judged MT-Bench summary with verdicts missing (an earlier failure) is not done."""
+def _complete(folder: Path, retry_failed: bool = False) -> bool:
+    """A judged MT-Bench summary with verdicts missing (an earlier failure) is not done, nor one with -1
+    verdicts when `eval.judge.retry_failed` asks for them again."""
     summary = json.loads((folder / SUMMARY).read_text())
+    if retry_failed and summary.get("failed"):
+        return False
     return not summary.get("judged") or summary.get("verdicts") == summary.get("expected_verdicts", 0)
 
 
