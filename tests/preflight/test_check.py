@@ -4,6 +4,7 @@ the memory estimate agrees with published figures. All offline, no weights, seco
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import pytest
 
 from tests.conftest import ROOT, SMOKE
 from zephyr_train.cli import main
+from zephyr_train.errors import UserError
 from zephyr_train.preflight import check as preflight
 from zephyr_train.preflight import launcher, memory
 from zephyr_train.preflight.architectures import MISTRAL_7B, architecture_of
@@ -57,7 +59,7 @@ def test_gpu_configs_are_accelerate_configs():
     """Every key is one accelerate's ClusterConfig knows, and the engine is the one the file name says."""
     kinds = {"single_gpu": "NO", "multi_gpu": "MULTI_GPU", "deepspeed_zero3": "DEEPSPEED",
              "deepspeed_zero3_offload": "DEEPSPEED", "fsdp": "FSDP", "fsdp_qlora": "FSDP", "multi_node": "DEEPSPEED",
-             "cpu": "MULTI_CPU"}
+             "cpu": "MULTI_GPU"}  # accelerate's multi-process launcher; the ranks find no GPU and use gloo
     for path in CONFIGS:
         launch = launcher.read(path)
         assert launch.distributed_type == kinds[path.stem], path
@@ -281,16 +283,50 @@ def test_launched_for_gpu(env, engine):
     assert launcher.launched_for_gpu(env) == engine
 
 
-def test_gpu_config_on_a_cpu_machine_stops(tmp_path):
+def test_fsdp_config_on_a_cpu_machine_stops(tmp_path):
+    """accelerate runs FSDP only on GPUs (on a CPU it falls back to DDP or to nothing, and exits 0): refused
+    before anything is written; the other GPU configs run on the CPU (tests/distributed/)."""
     if launcher.has_nvidia_gpu():
         pytest.skip("this machine has a GPU")
     run = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                          "configs/single_gpu.yaml", "-m", "zephyr_train", "sft", str(SMOKE),
+                          "configs/fsdp.yaml", "--num_processes", "1", "-m", "zephyr_train", "sft", str(SMOKE),
                           f"output_dir={tmp_path}"], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert run.returncode != 0
-    assert "zephyr-train: error: launched with a GPU config (accelerate launch) but this machine has no CUDA GPU" \
-        in run.stderr
+    assert "zephyr-train: error: launched with FSDP (accelerate launch) but this machine has no CUDA GPU, and " \
+           "accelerate runs FSDP only on GPUs" in run.stderr
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("argv, config, stops", [
+    (["python", "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "-m", "zephyr_train"], None, True),
+    (["accelerate", "launch", "--num_processes=4", "train.py"], None, True),
+    (["accelerate", "launch", "--config_file", "CONFIG", "-m", "zephyr_train"], "num_processes: 2\n", True),
+    (["accelerate", "launch", "--config_file", "CONFIG", "-m", "zephyr_train"], "num_processes: 1\n", False),
+    (["accelerate", "launch", "--cpu", "-m", "zephyr_train"], None, False),
+    (["bash", "run.sh", "--num_processes", "2"], None, False),  # not started by accelerate
+])
+def test_a_launch_that_started_fewer_processes_than_asked_stops(tmp_path, argv, config, stops):
+    if config:
+        (tmp_path / "c.yaml").write_text(config)
+        argv = [str(tmp_path / "c.yaml") if arg == "CONFIG" else arg for arg in argv]
+    env = {"ACCELERATE_USE_CPU": "True"}  # what accelerate's one-process launcher exports, without WORLD_SIZE
+    if not stops:
+        launcher.started_as_asked(env, argv)
+        return
+    with pytest.raises(UserError, match=r"asked for \d processes but started 1"):
+        launcher.started_as_asked(env, argv)
+    launcher.started_as_asked({**env, "WORLD_SIZE": "2"}, argv)  # torchrun's launch: the process group decides
+
+
+def test_world_size_that_accelerate_does_not_see_stops():
+    """The guard every stage runs before its model loads, in 2 real ranks that accelerate sets up as one (a
+    CPU launch with ACCELERATE_USE_CPU=false: each rank would train alone on all the data)."""
+    code = "from zephyr_train.preflight import launcher; launcher.process_state({})"
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "--no-python", sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         timeout=120, env={**os.environ, "ACCELERATE_USE_CPU": "false"})
+    assert run.returncode != 0
+    assert "UserError: 2 processes were started (WORLD_SIZE=2) but accelerate sees 1" in run.stderr, run.stderr
 
 
 def test_slurm_example_is_valid_bash_and_uses_the_multi_node_config():

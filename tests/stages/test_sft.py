@@ -1,12 +1,9 @@
-"""End to end through the real CLI: full and QLoRA SFT (LoRA SFT: tests/train/test_pipeline.py), 2 processes,
-resume rules, precision."""
+"""End to end through the real CLI: full and QLoRA SFT (LoRA SFT: tests/train/test_pipeline.py),
+resume rules, precision (2 processes: tests/distributed/)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
@@ -74,29 +71,6 @@ def test_qlora_loads_real_4bit_and_trains_both_stages(tmp_path):
     assert adapter["base_model_name_or_path"] == "sft/merged"  # relative to the run folder (inference/portable.py)
     final = AutoModelForCausalLM.from_pretrained(dpo["merged_model_dir"])  # full precision, no bitsandbytes
     assert final.dtype == torch.float32 and not any(isinstance(m, bnb.nn.Linear4bit) for m in final.modules())
-
-
-def test_two_process_accelerate_launch_of_the_whole_run(tmp_path):
-    """`accelerate launch --config_file configs/cpu.yaml` of `run`: SFT then DPO through accelerate's launcher.
-
-    accelerate 1.15's CPU path (simple_launcher) starts a single process even with num_processes: 2, so this
-    checks the launch path and the main-process-only output, not gathering across processes."""
-    out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/cpu.yaml",
-           "-m", "zephyr_train", "run", "recipes/smoke.yaml", "sft.max_steps=4", "dpo.max_steps=2",
-           "dpo.eval.max_samples=16", "dpo.max_length=128", "dpo.per_device_train_batch_size=2", f"output_dir={out}",
-           *FAST]
-    run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=os.environ.copy(), timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stdout.count("SFT done") == 1 and run.stdout.count("DPO done") == 1  # main process only
-    s = summary(out)
-    assert s["global_step"] == 4 and (out / "sft" / "model.safetensors").exists()
-    dpo = json.loads((out / "dpo" / "summary.json").read_text())
-    assert dpo["global_step"] == 2 and dpo["held_out_before"]["pairs"] == 16  # gathered from both processes
-    # TRL tokenizes on the main process first; the second one loads the cached result instead
-    for split in ("train", "eval"):
-        # (counted at 0%: a loaded machine can make tqdm print a bar's 100% state twice, once more at close)
-        assert run.stderr.count(f"Tokenizing {split} dataset:   0%") == 1, split
 
 
 def test_resume_finished_and_changed_settings(tmp_path):

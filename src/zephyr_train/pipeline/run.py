@@ -97,8 +97,8 @@ def next_commands(recipe: Recipe, final: Path, adapter: str | None = None) -> st
              f"  {push}    # publish every stage with its card",
              f"  zephyr-train demo {run}                                  # SFT and final side by side in the browser",
              f"  zephyr-train export {run} --gguf {run}/model.gguf --quant q8_0    # for llama.cpp, LM Studio, Ollama",
-             f"  zephyr-train eval {final} --bench mt-bench --out {run}/eval/mt-bench --judge-model gpt-4o "
-             "--judge-prompts judge_prompts.jsonl    # MT-Bench (needs OPENAI_API_KEY)",
+             f"  zephyr-train eval {final} --bench mt-bench --out {run}/eval/mt-bench --judge-model gpt-4    "
+             "# MT-Bench as FastChat scores it (needs OPENAI_API_KEY)",
              f"  python -c \"from transformers import pipeline; p = pipeline('text-generation', model='{final}'); "
              "print(p('Hello', max_new_tokens=20)[0]['generated_text'])\"    # load it anywhere"]
     if adapter:
