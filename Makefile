@@ -41,6 +41,7 @@ bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/dpo_memory.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/dpo_throughput.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/curation.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/real_model.py
 
 .PHONY: gpu-evidence
 gpu-evidence: install  # one H100/H200, under 8 min: benchmarks/README.md; ARGS="--tiny" on a CPU
