@@ -121,6 +121,7 @@ def tokenizer(tiny_model_dir):
 SHARED_BUILDS = ("sft_then_dpo", "base_fact_scores")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist names each item's group from its markers
 def pytest_collection_modifyitems(config, items):
     for item in items:
         shared = [name for name in SHARED_BUILDS if name in getattr(item, "fixturenames", ())]

@@ -109,3 +109,61 @@ def test_without_the_package_the_error_says_what_to_install(monkeypatch, tmp_pat
     assert packaged.template("smollm2-135m") is None  # `check` offline: the template is not known
     packaged.template.cache_clear()
     assert architecture_of(SMOL).vocab_size == 49152  # the shape still is
+
+
+# ---- any GGUF file as a model: `model.name_or_path: x.gguf`, `chat x.gguf` -------------------------------------
+
+def write_gguf(path, arch: str, tokenizer: bool = False) -> None:
+    """A small GGUF file of ARCH: header and metadata only, one tensor (what the checks read comes first)."""
+    import numpy as np
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(str(path), arch)
+    writer.add_block_count(1)
+    writer.add_context_length(64)
+    if tokenizer:
+        writer.add_tokenizer_model("gpt2")
+    writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_a_gguf_that_cannot_be_a_model_is_one_line(tmp_path):
+    from tests.conftest import assert_user_error, cli
+
+    not_gguf = tmp_path / "notes.gguf"
+    not_gguf.write_text("not a GGUF")
+    assert_user_error(cli("chat", str(not_gguf), "--prompt", "hi"), "is not a readable GGUF file")
+    encoder = tmp_path / "t5.gguf"
+    write_gguf(encoder, "t5")
+    assert_user_error(cli("chat", str(encoder), "--prompt", "hi"), "holds a 't5' model, not a causal LM")
+    clip = tmp_path / "clip.gguf"
+    write_gguf(clip, "clip")
+    checked = cli("check", "recipes/smoke.yaml", f"model.name_or_path={clip}")  # lists it among its problems
+    assert checked.returncode == 2 and "holds a 'clip' model, not a causal LM" in checked.stdout
+    no_vocabulary = tmp_path / "llama.gguf"
+    write_gguf(no_vocabulary, "llama", tokenizer=True)  # says gpt2 BPE, carries no tokens
+    assert_user_error(cli("chat", str(no_vocabulary), "--prompt", "hi"), "transformers cannot read the tokenizer")
+
+
+def test_a_gguf_file_is_a_model(tmp_path, tiny_model_dir):
+    """`zephyr-train export`'s GGUF of the tiny model, given back as a model: rebuilt once into a model folder
+    that predicts what the original predicts, and that `check` reads from its header."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tests.conftest import cli
+
+    gguf = tmp_path / "tiny.gguf"
+    assert cli("export", str(tiny_model_dir), "--gguf", str(gguf), "--quant", "f16").returncode == 0
+    assert cli("check", "recipes/smoke.yaml", f"model.name_or_path={gguf}").returncode == 0
+    built = packaged.from_file(gguf, "test")
+    assert packaged.from_file(gguf, "test") == built  # cached
+    assert json.loads((built / packaged.PROVENANCE).read_text())["file"] == str(gguf.resolve())
+    ids = torch.tensor([[1, 300, 301, 302, 303, 304, 305, 306]])
+    with torch.no_grad():
+        want = AutoModelForCausalLM.from_pretrained(tiny_model_dir)(ids).logits
+        got = AutoModelForCausalLM.from_pretrained(built)(ids).logits
+    assert torch.equal(got.argmax(-1), want.argmax(-1)) and torch.allclose(got, want, atol=0.05)

@@ -92,14 +92,63 @@ def model_dir(key: str) -> Path:
 
 
 def _build(key: str, target: Path) -> None:
-    """De-quantize the GGUF with transformers, then save a plain model: the GGUF-loaded one keeps its GGUF
-    origin in its config and cannot be saved as it is, so it is rebuilt from its config and weights (~5 s)."""
     import importlib.metadata
 
+    model = PACKAGED[key]
+    package = model.requirement.split("==")[0]
+    _rebuild(gguf_file(key), target, {
+        "model": model.origin, "license": model.license, "package": package,
+        "package_version": importlib.metadata.version(package), "file": model.file})
+
+
+# what transformers' GGUF loader reads that is not a causal LM (encoder-decoder, or no model at all), and the
+# GGUF names it renames (transformers 5.23, modeling_gguf_pytorch_utils.load_gguf_checkpoint)
+NOT_CAUSAL = ("t5", "umt5", "general", "tokenizer")
+RENAMED = {"qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe", "gpt-oss": "gpt_oss", "minimax-m2": "minimax_m2"}
+
+
+def gguf_architecture(path: Path, source: str) -> str:
+    """The architecture a GGUF file declares; UserError when it is not a GGUF, or not a causal LM that
+    transformers' GGUF loader reads (checked from the header, before any model loads)."""
+    from gguf import GGUFReader
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    try:
+        field = GGUFReader(path).fields.get("general.architecture")
+    except Exception as err:  # the reader raises ValueError/struct errors on anything that is not a GGUF file
+        raise UserError(f"{source}: {path} is not a readable GGUF file ({str(err).splitlines()[0][:120]})") from None
+    arch = bytes(field.parts[field.data[0]]).decode() if field else "?"
+    causal = sorted(set(GGUF_SUPPORTED_ARCHITECTURES) - set(NOT_CAUSAL))
+    if RENAMED.get(arch, arch) not in causal:
+        raise UserError(f"{source}: {path} holds a {arch!r} model, not a causal LM that transformers' GGUF loader "
+                        f"reads ({', '.join(causal)}); give such a GGUF or a model directory")
+    return arch
+
+
+def from_file(path: Path, source: str) -> Path:
+    """A GGUF file given as a model (`model.name_or_path: x.gguf`, `chat x.gguf`): checked, then rebuilt once
+    into the cache as a normal HF folder, keyed by the file's path, size and modification time."""
+    path = path.expanduser().resolve()
+    gguf_architecture(path, source)
+    stat = path.stat()
+    digest = hashlib.sha256(json.dumps([str(path), stat.st_size, stat.st_mtime_ns, BUILD_VERSION]).encode())
+    target = cache_root() / f"gguf-{path.stem}-{digest.hexdigest()[:12]}"
+    if not (target / "config.json").exists():
+        _rebuild(path, target, {"file": str(path), "sha256_of_path_size_mtime": digest.hexdigest()}, source)
+    return target
+
+
+def _rebuild(path: Path, target: Path, provenance: dict[str, Any], source: str = "") -> None:
+    """De-quantize the GGUF with transformers, then save a plain model: the GGUF-loaded one keeps its GGUF
+    origin in its config and cannot be saved as it is, so it is rebuilt from its config and weights (~5 s)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model, path = PACKAGED[key], gguf_file(key)
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    except Exception as err:  # any reason transformers gives: the message names it
+        reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        raise UserError(f"{source or path}: transformers cannot read the tokenizer of {path} ({reason}); "
+                        "a model directory with its tokenizer files works") from None
     loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
     config = loaded.config
     config.pad_token_id = tokenizer.pad_token_id
@@ -109,14 +158,12 @@ def _build(key: str, target: Path) -> None:
     rebuilt.load_state_dict(loaded.state_dict())
     rebuilt.generation_config = loaded.generation_config
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{key}-"))
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
     rebuilt.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    package = model.requirement.split("==")[0]
     (tmp / PROVENANCE).write_text(json.dumps({
-        "model": model.origin, "license": model.license, "package": package,
-        "package_version": importlib.metadata.version(package), "file": model.file,
-        "built_by": "transformers' GGUF loader, de-quantized to float32, saved with save_pretrained"}, indent=2))
+        **provenance, "built_by": "transformers' GGUF loader, de-quantized to float32, saved with save_pretrained"},
+        indent=2))
     try:
         tmp.rename(target)
     except OSError:

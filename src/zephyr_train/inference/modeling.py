@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from zephyr_train.config.recipe import Lora, ModelSpec
-from zephyr_train.data import builtin
+from zephyr_train.data import builtin, packaged
 from zephyr_train.data.sources import is_builtin, is_hub_id
 from zephyr_train.errors import UserError
 from zephyr_train.preflight import launcher
@@ -27,6 +27,8 @@ def model_location(spec: ModelSpec, source: str) -> str:
             raise UserError(f"{source}: model.name_or_path {name!r} is not a built-in model; use one of "
                             + ", ".join(builtin.names())) from None
     path = Path(name).expanduser()
+    if path.is_file() and path.suffix == ".gguf":  # rebuilt once as a model folder (data/packaged.py)
+        return str(packaged.from_file(path, source))
     if path.exists():
         if (path / ADAPTER_CONFIG).exists() and not (path / "config.json").exists():
             adapter_base(path, source)  # a LoRA adapter (a handbook QLoRA SFT result): merged before loading

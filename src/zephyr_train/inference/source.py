@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zephyr_train.config.recipe import ModelSpec
-from zephyr_train.data import builtin
+from zephyr_train.data import builtin, packaged
 from zephyr_train.data.sources import is_builtin
 from zephyr_train.errors import UserError
 from zephyr_train.inference.merge import merge_adapter
@@ -78,7 +78,10 @@ def _base_exists(base: str) -> bool:
 
 
 def local_dir(name: str | Path) -> Path:
-    """A model directory as given, or a built-in model's (built on first use): `chat builtin:smollm2-135m`."""
+    """A model directory as given, or a built-in model's or a GGUF file's (built on first use): `chat
+    builtin:smollm2-135m`, `chat model.gguf`."""
+    if str(name).endswith(".gguf") and Path(name).is_file():
+        return packaged.from_file(Path(name), str(name))
     if not is_builtin(str(name)):
         return Path(name)
     try:

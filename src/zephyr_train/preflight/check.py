@@ -16,7 +16,7 @@ from pathlib import Path
 
 from zephyr_train.config import lora
 from zephyr_train.config.recipe import Recipe
-from zephyr_train.data import chat_template, mixture
+from zephyr_train.data import chat_template, mixture, packaged
 from zephyr_train.errors import UserError
 from zephyr_train.preflight import intended, launcher, memory, trackers
 from zephyr_train.preflight.architectures import KNOWN, Architecture, architecture_of, lora_target_problem
@@ -321,6 +321,12 @@ def check(recipe: Recipe, launch: Launch | None = None, hardware: Hardware | Non
     report = Report()
     arch = architecture_of(recipe.model.name_or_path, recipe.model.revision)
     rules(recipe, launch, hardware, arch, report)
+    gguf = Path(recipe.model.name_or_path).expanduser()
+    if gguf.suffix == ".gguf" and gguf.is_file():  # read from its header; rebuilt as a model when a stage starts
+        try:
+            packaged.gguf_architecture(gguf, recipe.source)
+        except UserError as err:
+            report.errors.append(str(err))
     report.warnings.extend(launcher.notes(launch))
     name = recipe.model.name_or_path
     where = "shipped" if name in KNOWN else "built-in" if name.startswith("builtin:") else "read from its config"
