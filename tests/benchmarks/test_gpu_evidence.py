@@ -102,7 +102,8 @@ def test_tiny_mode_writes_a_json_per_run_and_the_table(tmp_path):
         # real tokens of step 2 only: at most the step's rows x max_length (DPO: chosen and rejected)
         rows = r["per_device_train_batch_size"] * r["gradient_accumulation_steps"] * (2 if r["stage"] == "dpo" else 1)
         assert r["measured_tokens"] <= rows * r["max_length"]
-        assert 0 < r["mfu"] < 1 and "measured on this CPU" in r["peak"]["name"]
+        # (no upper bound: on a busy CPU the peak probe can run slower than the training steps did)
+        assert r["mfu"] > 0 and "measured on this CPU" in r["peak"]["name"]
         assert r["estimate_gib"] > 0 and set(r["estimate_parts_gib"]) >= {"weights", "activations"}
         assert r["max_memory_allocated_gib"] is None and r["estimate_ratio"] is None  # no CUDA here
         assert r["device"] == "cpu" and r["attn_implementation"] == "sdpa"

@@ -1,9 +1,11 @@
 """Accelerate launch configs, as the preflight and a starting stage need to understand them.
 
 `check --accelerate-config` reads the YAML itself (accelerate's loader imports torch): how many
-processes, which sharding engine, whether it needs GPUs. `gpu_guard` runs in every launched process:
-accelerate happily starts a GPU config on a machine without CUDA, and the public DDP config then runs
-eight independent CPU copies of the whole job, all writing one output directory.
+processes, which sharding engine, whether it needs GPUs. Every launched process then runs
+`started_as_asked`, `on_cpu_machine` and (when its stage starts) `process_state`: accelerate happily runs
+a multi-process launch as N independent single-process jobs, all training on all the data and writing
+one output directory, and exits 0 (a torchrun or GPU config on a CPU, a CPU config's one-process
+launcher). These make such a launch either really distributed or a one-line error.
 """
 
 from __future__ import annotations
