@@ -54,10 +54,15 @@ def checksums(ranks: Path, rank: int) -> list[float]:
 
 @pytest.fixture(scope="module")
 def ddp(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """`torchrun --standalone --nproc_per_node 2 -m zephyr_train run`: SFT then DPO on 2 ranks."""
+    """`torchrun --standalone --nproc_per_node 2 -m zephyr_train run`: SFT, DPO, then the eval stage (MT-Bench
+    answers to one question) on 2 ranks."""
     out = tmp_path_factory.mktemp("ddp")
+    questions = out.parent / "question.jsonl"
+    questions.write_text(json.dumps({"question_id": 81, "category": "writing", "turns": ["Hi.", "Again."]}) + "\n")
+    evaluation = ["eval.benches=[mt-bench]", "eval.models=[dpo]", f"eval.mt_bench.questions={questions}",
+                  "eval.mt_bench.answers_only=true", "eval.mt_bench.max_new_tokens=4"]
     run = launch(*TORCHRUN, "--standalone", "--nproc_per_node", "2", PROBE, str(out / "ranks"), "run", str(SMOKE),
-                 *STEPS, f"output_dir={out}")
+                 *STEPS, *evaluation, f"output_dir={out}")
     assert run.returncode == 0, run.stderr[-4000:]
     return out, run
 
@@ -76,6 +81,8 @@ def test_torchrun_trains_two_ranks_as_one_job(ddp):
     assert summary(out, "sft")["global_step"] == 4
     dpo = summary(out, "dpo")
     assert dpo["held_out_before"]["pairs"] == dpo["held_out_after"]["pairs"] == 16  # both ranks' 8 pairs
+    answers = list((out / "eval" / "dpo" / "mt-bench" / "model_answer").glob("*.jsonl"))  # rank 0 evaluates
+    assert len(answers) == 1 and len(answers[0].read_text().splitlines()) == 1
     # each rank trained its own shard, and all-reduced gradients kept the weights equal after every step
     first, second = checksums(out / "ranks", 0), checksums(out / "ranks", 1)
     assert len(first) == len(second) == 8
