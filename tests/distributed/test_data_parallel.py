@@ -100,6 +100,11 @@ def test_two_ranks_follow_one_process_with_accumulation(ddp, tmp_path):
         print(stage, losses(out, stage), losses(tmp_path, stage))
         assert losses(out, stage) == pytest.approx(losses(tmp_path, stage), rel=1e-4), stage
     assert summary(tmp_path, "sft")["processes"] == 1 and summary(tmp_path, "sft")["distributed"] == "none"
+    ranks, one_process = summary(out, "sft"), summary(tmp_path, "sft")
+    assert ranks["tokens_trained"] == one_process["tokens_trained"] > 0
+    # summed over the ranks (one rank's share would be half); each process's data loader also collates one
+    # batch ahead of the last step, counted too: 2 such batches against 1
+    assert one_process["tokens_seen"] < ranks["tokens_seen"] <= one_process["tokens_seen"] + 2 * 128
 
 
 def test_deepspeed_zero3_config_on_a_cpu(tmp_path):

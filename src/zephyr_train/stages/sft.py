@@ -36,7 +36,8 @@ class SFTResult(StageResult):
     tokens_trained: int = 0  # tokens that carried loss, over the epochs run
     tokens_per_second: float | None = None
     padding_fraction: float | None = None
-    tokens_seen: int | None = None  # tokens through forward and backward, prompts included (all processes)
+    tokens_seen: int | None = None  # tokens collated for training, prompts included, all processes (each one's
+    # data loader collates one batch ahead of the last step: counted too)
     tokenizer_dir: str = ""
 
     def headline(self) -> str:
