@@ -78,3 +78,18 @@ def test_check_knows_orpo(tmp_path):
     assert report.errors == [f"{recipe.source}: orpo.beta must be > 0 (the handbook's zephyr-141b ORPO used 0.05)"]
     assert KINDS["orpo"].holds_reference(recipe.stage("orpo")) is False
     assert load_recipe(SMOKE).stage("orpo") is None  # the smoke recipe has none
+
+
+def test_check_sizes_the_zephyr_141b_recipe_on_8_h100(capsys):
+    from tests.conftest import ROOT
+    from zephyr_train.cli import main
+    from zephyr_train.preflight.architectures import MIXTRAL_8X22B, architecture_of
+
+    assert architecture_of("mistral-community/Mixtral-8x22B-v0.1") is MIXTRAL_8X22B
+    recipe = ROOT / "recipes/zephyr-141b-orpo/orpo.yaml"
+    assert [s.kind for s in load_recipe(recipe).stages] == ["orpo"]
+    assert main(["check", str(recipe), "--gpus", "8", "--gpu-memory", "80"]) == 3  # one node is not enough
+    out = capsys.readouterr().out
+    assert "140.62B parameters" in out and "does NOT fit on 8 x 80 GiB" in out
+    assert main(["check", str(recipe), "--gpu-memory", "80"]) == 0  # its launch: 4 nodes of 8, as published
+    assert "fits on 32 x 80 GiB" in capsys.readouterr().out
