@@ -267,7 +267,18 @@ def build_section(cls: type, raw: Any, source: str, where: str) -> Any:
     return cls(**values)
 
 
-def _build_stage(kind: StageKind, raw: Any, source: str) -> Stage:
+def _other_kinds_key(kind: StageKind, key: str, kinds: Mapping[str, StageKind], source: str) -> UserError | None:
+    """A key another stage kind takes (DPO/KTO's reference settings in an ORPO section, ORPO's in a KTO one):
+    one line naming whose key it is and this kind's closest, instead of every valid key."""
+    owners = [k.name for k in kinds.values() if k.name != kind.name and (key in k.fields() or k.has_option(key))]
+    if not owners:
+        return None
+    close = difflib.get_close_matches(key, list(kind.fields()), n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}?" if close else f"did you mean to put it in the {owners[0]} section?"
+    return UserError(f"{source}: {kind.name}.{key} is a setting of {'/'.join(owners)}, not of {kind.name}; {hint}")
+
+
+def _build_stage(kind: StageKind, raw: Any, source: str, kinds: Mapping[str, StageKind] | None = None) -> Stage:
     name = kind.name
     if not isinstance(raw, dict):
         raise UserError(f"{source}: {name} must be a mapping (datasets, lora, trainer fields), got {raw!r}")
@@ -282,7 +293,8 @@ def _build_stage(kind: StageKind, raw: Any, source: str) -> Stage:
             raise UserError(f"{source}: {name}.{key} is set from the recipe's {_OWNED_FIELDS[key]} section; "
                             f"remove it and edit {_OWNED_FIELDS[key]} instead")
         if key not in fields:
-            raise _unknown(source, f"{name}.", str(key), list(fields) + sorted(own))
+            raise _other_kinds_key(kind, str(key), kinds or {}, source) or \
+                _unknown(source, f"{name}.", str(key), list(fields) + sorted(own))
         try:
             value = check_value(fields[key], value)  # as TRL's dataclass and its __post_init__ take it
         except ValueError as err:
@@ -322,7 +334,7 @@ def build_recipe(raw: dict, source: str, kinds: Mapping[str, StageKind]) -> Reci
             raise UserError(f"{source}: patches {err} (false: plain TRL, every patch off)") from None
     for name, kind in kinds.items():
         if raw.get(name) is not None:
-            recipe.sections[name] = _build_stage(kind, raw[name], source)
+            recipe.sections[name] = _build_stage(kind, raw[name], source, kinds)
     if raw.get("hub") is not None:
         recipe.hub = build_section(Hub, raw["hub"], source, "hub.")
     if "eval" in raw:
