@@ -110,3 +110,17 @@ def test_the_other_stages_key_is_one_did_you_mean_line(tmp_path, stage, key, hin
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(raw))
     assert_user_error(cli(stage, str(path)), f"{stage}.{key} {hint}")
+
+
+@pytest.mark.slow
+def test_kto_with_lora_uses_the_disabled_adapter_as_reference(tmp_path):
+    from zephyr_train.pipeline.run import run_stage
+
+    recipe = kto_recipe(tmp_path, lora={"r": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj"]}, max_steps=1,
+                        max_length=128, eval={"split": "test_prefs", "max_samples": 4})
+    del recipe.sections["sft"]  # from the base model: the LoRA path is what is checked, not the hand-over
+    assert not KINDS["kto"].holds_reference(recipe.stage("kto"))  # no copy of the model: the adapter turned off
+    result = run_stage(recipe, "kto")
+    adapter = json.loads((tmp_path / "run" / "kto" / "adapter_config.json").read_text())
+    assert result.adapter and result.global_step == 1 and adapter["r"] == 8 and result.held_out_after.kl is not None
+    assert (Path(result.merged_model_dir) / "config.json").exists()

@@ -93,3 +93,22 @@ def test_check_sizes_the_zephyr_141b_recipe_on_8_h100(capsys):
     assert "140.62B parameters" in out and "does NOT fit on 8 x 80 GiB" in out
     assert main(["check", str(recipe), "--gpu-memory", "80"]) == 0  # its launch: 4 nodes of 8, as published
     assert "fits on 32 x 80 GiB" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quantized", [False, True], ids=["lora", "qlora"])
+def test_orpo_with_lora_and_qlora_saves_an_adapter_and_its_merge(tmp_path, capsys, quantized):
+    from zephyr_train.pipeline.run import run_stage
+
+    recipe = orpo_recipe(tmp_path, lora={"r": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj"]}, max_steps=1,
+                         max_length=128, eval={"split": "test_prefs", "max_samples": 4})
+    if quantized:  # QLoRA: a 4-bit NF4 base (bitsandbytes' CPU kernels), fp32 compute on this box
+        from zephyr_train.config.recipe import Quantization
+
+        recipe.model.quantization = Quantization(load_in_4bit=True, bnb_4bit_compute_dtype="float32")
+    result = run_stage(recipe, "orpo")
+    stage_dir = tmp_path / "run" / "orpo"
+    adapter = json.loads((stage_dir / "adapter_config.json").read_text())
+    assert result.adapter and result.global_step == 1 and adapter["r"] == 8
+    assert (Path(result.merged_model_dir) / "config.json").exists()  # merged into the 16/32-bit base
+    assert ("4-bit NF4 weights" in capsys.readouterr().out) == quantized  # the banner, read off the built trainer
