@@ -100,3 +100,11 @@ def test_a_test_split_of_a_dataset_not_trained_on_is_left_out(tmp_path, capsys):
     section = load_handbook(write(tmp_path, config), "sft").stage("sft")
     assert [d.path for d in section.datasets] == ["builtin:ultrachat-sample"] and section.eval.rows == 100
     assert "so they are left out and the eval set is carved from the mix as published" in capsys.readouterr().err
+
+
+def test_an_eos_token_the_tokenizer_lacks_is_one_line_before_loading(tmp_path):
+    config = {**SFT_CONFIG, "eos_token": "<|im_end|>"}  # SmolLM3's, on the tiny Mistral
+    with pytest.raises(UserError, match=r"eos_token '<\|im_end\|>' is not in builtin:tiny-mistral's tokenizer; pass "
+                                        r"sft.eos_token="):
+        load_handbook(write(tmp_path, config), "sft")
+    assert load_handbook(write(tmp_path, {**config, "eos_token": "</s>"}), "sft").stage("sft").trainer["eos_token"]

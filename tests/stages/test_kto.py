@@ -96,9 +96,9 @@ def test_kto_rules_catch_what_trl_would_raise_after_loading(tmp_path):
 
 @pytest.mark.parametrize("stage, key, hint", [
     ("orpo", "precompute_ref_log_probs",
-     "is a setting of dpo/kto, not of orpo; did you mean to put it in the dpo section?"),
-    ("orpo", "desirable_weight", "is a setting of kto, not of orpo; did you mean to put it in the kto section?"),
-    ("kto", "max_completion_length", "is a setting of orpo, not of kto; did you mean 'max_length'?")])
+     "it is a setting of dpo/kto, not of orpo; did you mean to put it in the dpo section?"),
+    ("orpo", "desirable_weight", "it is a setting of kto, not of orpo; did you mean to put it in the kto section?"),
+    ("kto", "max_completion_length", "it is a setting of orpo, not of kto; did you mean 'max_length'?")])
 def test_the_other_stages_key_is_one_did_you_mean_line(tmp_path, stage, key, hint):
     import yaml
 
@@ -109,7 +109,7 @@ def test_the_other_stages_key_is_one_did_you_mean_line(tmp_path, stage, key, hin
     raw[stage] = {**KTO, key: 8}
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(raw))
-    assert_user_error(cli(stage, str(path)), f"{stage}.{key} {hint}")
+    assert_user_error(cli(stage, str(path)), f"unknown key '{stage}.{key}'; {hint}")
 
 
 @pytest.mark.slow

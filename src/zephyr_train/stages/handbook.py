@@ -10,13 +10,16 @@ with no meaning here are dropped with a warning, and anything else goes through 
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from zephyr_train.config.recipe import RENAMED_FIELDS, apply_override, read_yaml
+from zephyr_train.data import builtin
 from zephyr_train.data.chat_template import renders_like_zephyr
+from zephyr_train.data.sources import is_builtin
 from zephyr_train.errors import UserError
 from zephyr_train.preflight import launcher
 from zephyr_train.stages import KINDS, build_recipe
@@ -171,6 +174,26 @@ def _kernels(section: dict, stage: str, source: str, warnings: list[str]) -> Non
                         f"'liger-kernel>=0.3.0' (or pass {stage}.use_liger_kernel=false)")
 
 
+def _eos_token(recipe: dict, stage: str, source: str) -> None:
+    """SmolLM3's `eos_token: <|im_end|>` names a token of its own tokenizer. With a model whose tokenizer is on
+    disk (built-in, local), a token it lacks is one line now; TRL would stop on it after loading the model."""
+    token, name = recipe[stage].get("eos_token"), str(recipe["model"].get("name_or_path", ""))
+    if not token:
+        return
+    try:
+        file = (builtin.model_dir(name) if is_builtin(name) else Path(name).expanduser()) / "tokenizer.json"
+    except KeyError:  # an unknown built-in: build_recipe names it
+        return
+    if not file.is_file():
+        return  # a Hub model: TRL checks it once the tokenizer is there
+    data = json.loads(file.read_text(encoding="utf-8"))
+    vocab = data.get("model", {}).get("vocab") or {}
+    known = set(vocab) if isinstance(vocab, dict) else {entry[0] for entry in vocab}
+    if token not in known | {t.get("content") for t in data.get("added_tokens", [])}:
+        raise UserError(f"{source}: eos_token {token!r} is not in {name}'s tokenizer; pass {stage}.eos_token= with its "
+                        "end-of-turn token (e.g. </s>), or a model whose tokenizer has it")
+
+
 def to_recipe(raw: dict, stage: str, source: str) -> tuple[dict, list[str]]:
     """The recipe mapping for a handbook config of `stage`, and the warnings for what was mapped or dropped."""
     raw, warnings = dict(raw), []
@@ -213,6 +236,7 @@ def load_handbook(path: str | Path, stage: str, overrides: list[str] = ()) -> An
     for item in overrides:
         apply_override(recipe, item, path)
     _kernels(recipe[stage], stage, str(path), warnings)
+    _eos_token(recipe, stage, str(path))
     if launcher.main_process():
         for warning in warnings:
             print(f"zephyr-train: warning: {warning}", file=sys.stderr)
