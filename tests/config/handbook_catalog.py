@@ -302,7 +302,7 @@ def on_machine(name: str, data: Path, model: str = "builtin:tiny-mistral", outpu
                steps: int = 1) -> tuple[str, dict]:
     """(stage, config) for a published config on this CPU box, offline: what it cannot honour changed (model and
     its revision, dataset ids -> local copies, flash_attention_2 -> sdpa, bf16 -> fp32, the model's own
-    `<|im_end|>` eos token -> the tiny model's, CUDA-only optimizers -> AdamW), sized down (steps, batch,
+    `<|im_end|>` eos token -> the tiny model's, the CUDA-only paged AdamW -> AdamW), sized down (steps, batch,
     lengths, one data worker, no Hub push or tracker). Every other key stays as published."""
     stage, config = CATALOG[name]
     config = copy.deepcopy(config)
@@ -314,7 +314,7 @@ def on_machine(name: str, data: Path, model: str = "builtin:tiny-mistral", outpu
         config["torch_dtype"] = "float32"
     if config.get("eos_token"):
         config["eos_token"] = "</s>"
-    if config.get("optim") in ("paged_adamw_32bit", "adamw_bnb_8bit"):
+    if config.get("optim") == "paged_adamw_32bit":  # bitsandbytes' 8-bit AdamW runs on a CPU, its paged ones not
         config["optim"] = "adamw_torch"
     columns = PAIRS if stage != "sft" else MESSAGES
     local = {}

@@ -124,3 +124,18 @@ def test_kto_with_lora_uses_the_disabled_adapter_as_reference(tmp_path):
     adapter = json.loads((tmp_path / "run" / "kto" / "adapter_config.json").read_text())
     assert result.adapter and result.global_step == 1 and adapter["r"] == 8 and result.held_out_after.kl is not None
     assert (Path(result.merged_model_dir) / "config.json").exists()
+
+
+def test_one_kind_of_feedback_stops_the_command_before_any_model_loads(tmp_path):
+    import yaml
+
+    from tests.conftest import assert_user_error, cli
+
+    raw = yaml.safe_load(SMOKE.read_text())
+    del raw["dpo"], raw["sft"]
+    raw.update(output_dir=str(tmp_path / "run"), kto={**KTO, "datasets": unpaired_rows(tmp_path, [False] * 6),
+                                                      "eval": None})
+    path = tmp_path / "kto.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert_user_error(cli("kto", str(path)), "the kto data has no desirable (label: true) rows after cleaning")
+    assert not (tmp_path / "run" / "kto" / run_files.FINGERPRINT).exists()  # nothing claimed, nothing written
