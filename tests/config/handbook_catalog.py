@@ -56,8 +56,9 @@ def both(dataset: str, columns: list[str], weight: float = 1.0, kind: str = "sft
     return [entry(dataset, f"train_{kind}", columns, weight), entry(dataset, f"test_{kind}", columns, weight)]
 
 
-def mixture(datasets: list[dict], size: float | None, seed: int = 0) -> dict:
-    return {"datasets": datasets, **({"test_split_size": size} if size is not None else {}), "seed": seed}
+def mixture(datasets: list[dict], size: float | None, seed: int | None = 0) -> dict:
+    return {"datasets": datasets, **({"test_split_size": size} if size is not None else {}),
+            **({"seed": seed} if seed is not None else {})}
 
 
 def model(name: str, revision: str | None = "main", flash: bool = True, remote: bool = False,
@@ -197,7 +198,7 @@ NEW = {
     "smollm3/dpo/apo.yaml": ("dpo", {
         **model("HuggingFaceTB/SmolLM3-3B-checkpoints", revision="it-SFT", remote=True),
         "dataset_mixture": mixture([entry("HuggingFaceTB/smoltalk2", s, PROMPT_PAIRS + ["chat_template_kwargs"], w,
-                                          "Preference") for s, w in SMOLLM3_DPO_SPLITS], None),
+                                          "Preference") for s, w in SMOLLM3_DPO_SPLITS], None, seed=None),
         "dataset_num_proc": 12, **SMOLLM3_SCHEDULE, "output_dir": "data/SmolLM3-DPO", "run_name": "SmolLM3-DPO",
         "learning_rate": 1.0e-06, "beta": 0.05, "loss_type": "apo_zero", "max_length": 24576, "num_train_epochs": 1,
         "padding_free": True, "save_strategy": "steps", "save_steps": 0.5, "save_total_limit": 1,
