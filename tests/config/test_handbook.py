@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import yaml
 
-from tests.conftest import cli
 from zephyr_train.data.chat_template import ZEPHYR
 from zephyr_train.errors import UserError
 from zephyr_train.stages.handbook import load_handbook
@@ -30,18 +27,6 @@ SFT_CONFIG = {
 QLORA_KEYS = {"load_in_4bit": True, "use_peft": True, "lora_r": 16, "lora_alpha": 16, "lora_dropout": 0.05,
               "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
               "bnb_4bit_quant_storage": "bfloat16"}
-# dpo/config_full.yaml
-DPO_CONFIG = {
-    "model_name_or_path": "builtin:tiny-mistral", "torch_dtype": "float32",
-    "dataset_mixer": {"builtin:ultrafeedback-sample": 0.1}, "dataset_splits": ["train_prefs", "test_prefs"],
-    "bf16": False, "beta": 0.01, "do_eval": True, "evaluation_strategy": "steps", "eval_steps": 100,
-    "gradient_accumulation_steps": 2, "learning_rate": 5.0e-7, "lr_scheduler_type": "cosine",
-    "max_length": 256, "max_prompt_length": 128, "max_steps": 2, "num_train_epochs": 1, "optim": "adamw_torch",
-    "per_device_train_batch_size": 2, "per_device_eval_batch_size": 4, "report_to": ["none"],
-    "save_strategy": "no", "seed": 42, "warmup_ratio": 0.1,
-}
-
-
 def write(tmp_path, config: dict, name: str = "config_full.yaml"):
     path = tmp_path / name
     path.write_text(yaml.safe_dump({**config, "output_dir": str(tmp_path / "out")}))
@@ -78,22 +63,6 @@ def test_not_a_handbook_config(tmp_path):
         load_handbook(path, "sft")
 
 
-@pytest.mark.slow
-def test_handbook_sft_config_runs(tmp_path):
-    sft = cli("sft", "--config", str(write(tmp_path, SFT_CONFIG)), "sft.eval.max_samples=8")
-    assert sft.returncode == 0, sft.stderr[-3000:]
-    assert "zephyr-train: warning: " in sft.stderr
-    assert json.loads((tmp_path / "out" / "summary.json").read_text())["global_step"] == 2
-
-
-@pytest.mark.slow
-def test_handbook_dpo_config_runs(tmp_path):
-    dpo = cli("dpo", "--config", str(write(tmp_path, DPO_CONFIG, "config_dpo.yaml")), "dpo.max_steps=1",
-              "dpo.eval.max_samples=8")
-    assert dpo.returncode == 0, dpo.stderr[-3000:]
-    assert json.loads((tmp_path / "out" / "summary.json").read_text())["global_step"] == 1
-
-
 def test_cut_prompts_keeps_bos_and_the_end():
     from datasets import Dataset
 
@@ -101,3 +70,41 @@ def test_cut_prompts_keeps_bos_and_the_end():
 
     ds = cut_prompts(Dataset.from_dict({"prompt_ids": [[1, 5, 6, 7, 8], [1, 9]]}), 3, bos=1)
     assert ds["prompt_ids"] == [[1, 7, 8], [1, 9]]
+
+
+def test_liger_kernel_ignored_without_cuda_and_one_line_without_the_package(tmp_path, monkeypatch, capsys):
+    from zephyr_train.stages import handbook
+
+    path = write(tmp_path, {**SFT_CONFIG, "use_liger_kernel": True})
+    monkeypatch.setattr(handbook.launcher, "has_nvidia_gpu", lambda: False)
+    assert load_handbook(path, "sft").stage("sft").trainer["use_liger_kernel"] is False
+    assert "use_liger_kernel: true ignored on this machine" in capsys.readouterr().err
+    monkeypatch.setattr(handbook.launcher, "has_nvidia_gpu", lambda: True)
+    monkeypatch.setattr(handbook.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(UserError, match=r"needs liger-kernel >= 0.3.0, not installed: pip install 'liger-kernel"):
+        load_handbook(path, "sft")
+    assert load_handbook(path, "sft", ["sft.use_liger_kernel=false"]).stage("sft").trainer["use_liger_kernel"] is False
+
+
+def test_renamed_keys_and_values(tmp_path, capsys):
+    config = {**SFT_CONFIG, "hub_model_revision": "v1.0", "packing": True, "packing_strategy": "ffd"}
+    t = load_handbook(write(tmp_path, config), "sft").stage("sft").trainer
+    assert t["hub_revision"] == "v1.0" and t["packing_strategy"] == "bfd"
+    assert "packing_strategy: ffd is now bfd" in capsys.readouterr().err
+
+
+def test_a_test_split_of_a_dataset_not_trained_on_is_left_out(tmp_path, capsys):
+    config = {k: v for k, v in SFT_CONFIG.items() if k not in ("dataset_mixer", "dataset_splits")}
+    config["dataset_mixture"] = {"datasets": [{"id": "builtin:ultrachat-sample", "split": "train_sft"},
+                                              {"id": "other/helpful", "split": "test_sft"}], "test_split_size": 100}
+    section = load_handbook(write(tmp_path, config), "sft").stage("sft")
+    assert [d.path for d in section.datasets] == ["builtin:ultrachat-sample"] and section.eval.rows == 100
+    assert "so they are left out and the eval set is carved from the mix as published" in capsys.readouterr().err
+
+
+def test_an_eos_token_the_tokenizer_lacks_is_one_line_before_loading(tmp_path):
+    config = {**SFT_CONFIG, "eos_token": "<|im_end|>"}  # SmolLM3's, on the tiny Mistral
+    with pytest.raises(UserError, match=r"eos_token '<\|im_end\|>' is not in builtin:tiny-mistral's tokenizer; pass "
+                                        r"sft.eos_token="):
+        load_handbook(write(tmp_path, config), "sft")
+    assert load_handbook(write(tmp_path, {**config, "eos_token": "</s>"}), "sft").stage("sft").trainer["eos_token"]

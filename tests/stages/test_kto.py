@@ -92,3 +92,50 @@ def test_kto_rules_catch_what_trl_would_raise_after_loading(tmp_path):
     fine = kto_recipe(tmp_path, per_device_train_batch_size=1, loss_type="apo_zero_unpaired")
     assert KINDS["kto"].rules(fine, fine.stage("kto")) == []
     assert KINDS["kto"].holds_reference(recipe.stage("kto"))  # full fine-tuning: TRL keeps a reference copy
+
+
+@pytest.mark.parametrize("stage, key, hint", [
+    ("orpo", "precompute_ref_log_probs",
+     "it is a setting of dpo/kto, not of orpo; did you mean to put it in the dpo section?"),
+    ("orpo", "desirable_weight", "it is a setting of kto, not of orpo; did you mean to put it in the kto section?"),
+    ("kto", "max_completion_length", "it is a setting of orpo, not of kto; did you mean 'max_length'?")])
+def test_the_other_stages_key_is_one_did_you_mean_line(tmp_path, stage, key, hint):
+    import yaml
+
+    from tests.conftest import assert_user_error, cli
+
+    raw = yaml.safe_load(SMOKE.read_text())
+    del raw["dpo"]
+    raw[stage] = {**KTO, key: 8}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert_user_error(cli(stage, str(path)), f"unknown key '{stage}.{key}'; {hint}")
+
+
+@pytest.mark.slow
+def test_kto_with_lora_uses_the_disabled_adapter_as_reference(tmp_path):
+    from zephyr_train.pipeline.run import run_stage
+
+    recipe = kto_recipe(tmp_path, lora={"r": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj"]}, max_steps=1,
+                        max_length=128, eval={"split": "test_prefs", "max_samples": 4})
+    del recipe.sections["sft"]  # from the base model: the LoRA path is what is checked, not the hand-over
+    assert not KINDS["kto"].holds_reference(recipe.stage("kto"))  # no copy of the model: the adapter turned off
+    result = run_stage(recipe, "kto")
+    adapter = json.loads((tmp_path / "run" / "kto" / "adapter_config.json").read_text())
+    assert result.adapter and result.global_step == 1 and adapter["r"] == 8 and result.held_out_after.kl is not None
+    assert (Path(result.merged_model_dir) / "config.json").exists()
+
+
+def test_one_kind_of_feedback_stops_the_command_before_any_model_loads(tmp_path):
+    import yaml
+
+    from tests.conftest import assert_user_error, cli
+
+    raw = yaml.safe_load(SMOKE.read_text())
+    del raw["dpo"], raw["sft"]
+    raw.update(output_dir=str(tmp_path / "run"), kto={**KTO, "datasets": unpaired_rows(tmp_path, [False] * 6),
+                                                      "eval": None})
+    path = tmp_path / "kto.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert_user_error(cli("kto", str(path)), "the kto data has no desirable (label: true) rows after cleaning")
+    assert not (tmp_path / "run" / "kto" / run_files.FINGERPRINT).exists()  # nothing claimed, nothing written

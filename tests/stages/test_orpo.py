@@ -78,3 +78,37 @@ def test_check_knows_orpo(tmp_path):
     assert report.errors == [f"{recipe.source}: orpo.beta must be > 0 (the handbook's zephyr-141b ORPO used 0.05)"]
     assert KINDS["orpo"].holds_reference(recipe.stage("orpo")) is False
     assert load_recipe(SMOKE).stage("orpo") is None  # the smoke recipe has none
+
+
+def test_check_sizes_the_zephyr_141b_recipe_on_8_h100(capsys):
+    from tests.conftest import ROOT
+    from zephyr_train.cli import main
+    from zephyr_train.preflight.architectures import MIXTRAL_8X22B, architecture_of
+
+    assert architecture_of("mistral-community/Mixtral-8x22B-v0.1") is MIXTRAL_8X22B
+    recipe = ROOT / "recipes/zephyr-141b-orpo/orpo.yaml"
+    assert [s.kind for s in load_recipe(recipe).stages] == ["orpo"]
+    assert main(["check", str(recipe), "--gpus", "8", "--gpu-memory", "80"]) == 3  # one node is not enough
+    out = capsys.readouterr().out
+    assert "140.62B parameters" in out and "does NOT fit on 8 x 80 GiB" in out
+    assert main(["check", str(recipe), "--gpu-memory", "80"]) == 0  # its launch: 4 nodes of 8, as published
+    assert "fits on 32 x 80 GiB" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quantized", [False, True], ids=["lora", "qlora"])
+def test_orpo_with_lora_and_qlora_saves_an_adapter_and_its_merge(tmp_path, capsys, quantized):
+    from zephyr_train.pipeline.run import run_stage
+
+    recipe = orpo_recipe(tmp_path, lora={"r": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj"]}, max_steps=1,
+                         max_length=128, eval={"split": "test_prefs", "max_samples": 4})
+    if quantized:  # QLoRA: a 4-bit NF4 base (bitsandbytes' CPU kernels), fp32 compute on this box
+        from zephyr_train.config.recipe import Quantization
+
+        recipe.model.quantization = Quantization(load_in_4bit=True, bnb_4bit_compute_dtype="float32")
+    result = run_stage(recipe, "orpo")
+    stage_dir = tmp_path / "run" / "orpo"
+    adapter = json.loads((stage_dir / "adapter_config.json").read_text())
+    assert result.adapter and result.global_step == 1 and adapter["r"] == 8
+    assert (Path(result.merged_model_dir) / "config.json").exists()  # merged into the 16/32-bit base
+    assert ("4-bit NF4 weights" in capsys.readouterr().out) == quantized  # the banner, read off the built trainer

@@ -237,9 +237,12 @@ RENAMED = {**RENAMED_FIELDS, "warmup_ratio": "warmup_steps (a value below 1 is a
            "torch_dtype": "model.dtype", "model_name_or_path": "model.name_or_path"}
 
 
-def _unknown(source: str, where: str, key: str, valid: list[str]) -> UserError:
+def _unknown(source: str, where: str, key: str, valid: list[str], owners: list[str] = ()) -> UserError:
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-    if key in RENAMED:
+    if owners:  # another kind's key (DPO's reference settings in an orpo section)
+        hint = f"it is a setting of {'/'.join(owners)}, not of {where.rstrip('.')}; " + (
+            f"did you mean {close[0]!r}?" if close else f"did you mean to put it in the {owners[0]} section?")
+    elif key in RENAMED:
         hint = f"it is now {RENAMED[key]}"
     else:
         hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(sorted(valid))}"
@@ -267,7 +270,7 @@ def build_section(cls: type, raw: Any, source: str, where: str) -> Any:
     return cls(**values)
 
 
-def _build_stage(kind: StageKind, raw: Any, source: str) -> Stage:
+def _build_stage(kind: StageKind, raw: Any, source: str, kinds: Mapping[str, StageKind] | None = None) -> Stage:
     name = kind.name
     if not isinstance(raw, dict):
         raise UserError(f"{source}: {name} must be a mapping (datasets, lora, trainer fields), got {raw!r}")
@@ -282,7 +285,7 @@ def _build_stage(kind: StageKind, raw: Any, source: str) -> Stage:
             raise UserError(f"{source}: {name}.{key} is set from the recipe's {_OWNED_FIELDS[key]} section; "
                             f"remove it and edit {_OWNED_FIELDS[key]} instead")
         if key not in fields:
-            raise _unknown(source, f"{name}.", str(key), list(fields) + sorted(own))
+            raise _unknown(source, f"{name}.", str(key), list(fields) + sorted(own), kind.owners(str(key), kinds or {}))
         try:
             value = check_value(fields[key], value)  # as TRL's dataclass and its __post_init__ take it
         except ValueError as err:
@@ -322,7 +325,7 @@ def build_recipe(raw: dict, source: str, kinds: Mapping[str, StageKind]) -> Reci
             raise UserError(f"{source}: patches {err} (false: plain TRL, every patch off)") from None
     for name, kind in kinds.items():
         if raw.get(name) is not None:
-            recipe.sections[name] = _build_stage(kind, raw[name], source)
+            recipe.sections[name] = _build_stage(kind, raw[name], source, kinds)
     if raw.get("hub") is not None:
         recipe.hub = build_section(Hub, raw["hub"], source, "hub.")
     if "eval" in raw:

@@ -87,6 +87,10 @@ class StageKind:
         """Whether `key` is one of this kind's own recipe keys (`options`)."""
         return self.options is not None and key in {f.name for f in dataclasses.fields(self.options)}
 
+    def owners(self, key: str, kinds: Mapping[str, StageKind]) -> list[str]:
+        """The other kinds that take `key` (DPO's reference settings, for an orpo section's error)."""
+        return [k.name for k in kinds.values() if k.name != self.name and (key in k.fields() or k.has_option(key))]
+
     def lr_sane(self, lora: bool) -> tuple[float, float]:
         return self.lr_range_lora if lora else self.lr_range
 

@@ -2,7 +2,8 @@
 
 A 7B recipe must be checkable on a laptop with no Hub access, so the architecture of the bases people
 apply the Zephyr recipe to ships here, numbers copied from each model's published config.json
-(Mistral-7B, Llama-3/3.1-8B, Qwen2.5-0.5B/7B, Gemma-2-9B, Phi-3-mini, Mixtral-8x7B). A local model
+(Mistral-7B, Llama-3/3.1-8B, Qwen2.5-0.5B/7B, Gemma-7B, Gemma-2-9B, Phi-3-mini, SmolLM2-135M, Mixtral-8x7B,
+Mixtral-8x22B). A local model
 directory is read from its own config.json, a Hub id already in the local cache from the cached one;
 anything else is unknown and the estimate is skipped, never guessed. What changes the memory between
 these families is read from the config too: grouped-query attention (`num_key_value_heads`), a head
@@ -133,6 +134,16 @@ GEMMA2_9B = _arch(hidden_size=3584, intermediate_size=14336, num_hidden_layers=4
 PHI3_MINI = _arch(hidden_size=3072, intermediate_size=8192, num_hidden_layers=32, num_attention_heads=32,
                   num_key_value_heads=32, vocab_size=32064, max_position_embeddings=4096, model_type="phi3")
 MIXTRAL_8X7B = _arch(**{**MISTRAL_7B.__dict__, "model_type": "mixtral", "num_experts": 8, "num_experts_per_tok": 2})
+# mistral-community/Mixtral-8x22B-v0.1 (the handbook's zephyr-141b-A35b base; mistralai's own has a 32768 vocabulary)
+MIXTRAL_8X22B = _arch(hidden_size=6144, intermediate_size=16384, num_hidden_layers=56, num_attention_heads=48,
+                      num_key_value_heads=8, vocab_size=32000, max_position_embeddings=65536, model_type="mixtral",
+                      num_experts=8, num_experts_per_tok=2)
+GEMMA_7B = _arch(hidden_size=3072, intermediate_size=24576, num_hidden_layers=28, num_attention_heads=16,
+                 num_key_value_heads=16, head_dim=256, vocab_size=256000, max_position_embeddings=8192,
+                 tie_word_embeddings=True, model_type="gemma")
+SMOLLM2_135M = _arch(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                     num_key_value_heads=3, vocab_size=49152, max_position_embeddings=8192, tie_word_embeddings=True,
+                     model_type="llama")
 
 KNOWN = {
     "mistralai/Mistral-7B-v0.1": MISTRAL_7B,
@@ -155,6 +166,13 @@ KNOWN = {
     "microsoft/Phi-3-mini-128k-instruct": _arch(**{**PHI3_MINI.__dict__, "max_position_embeddings": 131072}),
     "mistralai/Mixtral-8x7B-v0.1": MIXTRAL_8X7B,
     "mistralai/Mixtral-8x7B-Instruct-v0.1": MIXTRAL_8X7B,
+    "mistral-community/Mixtral-8x22B-v0.1": MIXTRAL_8X22B,
+    "HuggingFaceH4/zephyr-orpo-141b-A35b-v0.1": MIXTRAL_8X22B,
+    "mistralai/Mixtral-8x22B-v0.1": _arch(**{**MIXTRAL_8X22B.__dict__, "vocab_size": 32768}),
+    "google/gemma-7b": GEMMA_7B,
+    "HuggingFaceH4/zephyr-7b-gemma-sft-v0.1": GEMMA_7B,
+    "HuggingFaceTB/SmolLM2-135M": SMOLLM2_135M,
+    "HuggingFaceTB/SmolLM2-135M-Instruct": SMOLLM2_135M,
 }
 _FIELDS = [f.name for f in fields(Architecture)]
 # config.json spellings of the same facts in other families

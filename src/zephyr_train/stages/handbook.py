@@ -9,12 +9,17 @@ with no meaning here are dropped with a warning, and anything else goes through 
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from zephyr_train.config.recipe import RENAMED_FIELDS, apply_override, read_yaml
+from zephyr_train.data import builtin
 from zephyr_train.data.chat_template import renders_like_zephyr
+from zephyr_train.data.sources import is_builtin
 from zephyr_train.errors import UserError
 from zephyr_train.preflight import launcher
 from zephyr_train.stages import KINDS, build_recipe
@@ -30,20 +35,66 @@ LORA_KEYS = {"lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "l
 # Keys with no effect here: the handbook's own plumbing or settings TRL 1.16 dropped.
 IGNORED = {"overwrite_output_dir", "dataset_configs", "truncation_side", "auto_insert_empty_system_msg", "use_peft",
            "text_column", "lora_task_type", "bnb_4bit_compute_dtype"}
+# The handbook's own spellings of trainer fields, and values TRL renamed since the configs were written.
+HANDBOOK_RENAMED = {"hub_model_revision": "hub_revision"}
+RENAMED_VALUES = {"packing_strategy": ("ffd", "bfd")}  # TRL renamed it: the algorithm was best-fit decreasing
+MARKERS = re.compile(r"{%-?\s*generation\s*-?%}")
+
+
+def _carved(size: Any, seed: Any, source: str) -> dict | None:
+    """`test_split_size` as `datasets`' `train_test_split` reads it: an int is rows, a float below 1 a share."""
+    if size is None or size == 0:
+        return None
+    if isinstance(size, bool) or not isinstance(size, int | float) or size < 0:
+        raise UserError(f"{source}: dataset_mixture.test_split_size must be a number of rows (e.g. 1000) or a "
+                        f"fraction below 1 (e.g. 0.05), got {size!r}")
+    if isinstance(size, float) and size < 1:
+        return {"fraction": size, "seed": seed}
+    if size != int(size):
+        raise UserError(f"{source}: dataset_mixture.test_split_size {size} is neither a fraction below 1 nor a "
+                        "whole number of rows")
+    return {"rows": int(size), "seed": seed}
+
+
+def _held_out(datasets: list[dict], tests: list[dict], carved: dict | None, source: str,
+              warnings: list[str]) -> dict | None:
+    """The eval set when the mixture lists official test splits (which it would train on): the test split of
+    the training datasets when each of them lists the same one, else `test_split_size` carved from the mix;
+    a test split of a dataset not otherwise trained on is left out. One warning says which."""
+    trained = {(d["path"], d["name"]) for d in datasets}
+    own = [t for t in tests if (t["path"], t["name"]) in trained]
+    names = {t["split"] for t in own}
+    listed = ", ".join(f"{t['split']} of {t['path']}" for t in tests)
+    size = f" and test_split_size {carved.get('rows') or carved.get('fraction'):g} carved from the mix" \
+        if carved else ""
+    if len(names) == 1 and {(t["path"], t["name"]) for t in own} == trained:
+        split = names.pop()
+        others = [t for t in tests if t not in own]
+        dropped = f"; {', '.join(t['path'] for t in others)} not trained on (no training split)" if others else ""
+        warnings.append(f"{source}: dataset_mixture trains on the official test split {listed}{size}, so test rows "
+                        f"would be trained on; {split} is the eval set instead, not trained on{dropped}")
+        return {"split": split}
+    warnings.append(f"{source}: dataset_mixture trains on the official test split {listed}{size}; test splits are "
+                    f"never trained on here and not every training dataset lists one, so they are left out and the "
+                    f"eval set is {'carved from the mix as published' if carved else 'none'}")
+    return carved
 
 
 def _mixture(raw: dict, stage: str, source: str, warnings: list[str]) -> tuple[list[dict], dict | None]:
-    """(datasets, eval) from the newer `dataset_mixture`. Its `test_split_size` goes to `datasets`'
-    `train_test_split`, where an int is a number of rows and a float a share: `eval.rows` / `eval.fraction`.
-    An official test split listed among the training datasets (the published SFT and DPO full configs list
-    test_sft / test_prefs, then carve the eval set out of the mix, so test rows are trained on) becomes the
-    eval split instead, with one warning."""
+    """(datasets, eval) from the newer `dataset_mixture`. A dataset id may be listed several times (splits,
+    configs); each entry is one part of the mixture. Its `test_split_size` goes to `datasets`'
+    `train_test_split` (`eval.rows` / `eval.fraction`); official test splits listed among the training datasets
+    (the published full configs list test_sft / test_prefs, then carve the eval set out of the mix, so test
+    rows are trained on) become the eval split instead (`_held_out`)."""
     mixture = raw.pop("dataset_mixture") or {}
     entries = mixture.get("datasets") if isinstance(mixture, dict) else None
     if not isinstance(entries, list) or not entries or not all(isinstance(d, dict) and d.get("id") for d in entries):
         raise UserError(f"{source}: dataset_mixture.datasets must list datasets, each with an id (and split, weight)")
     train_split = KINDS[stage].train_split
     datasets, tests = [], []
+    if any("chat_template_kwargs" in (d.get("columns") or []) for d in entries):
+        warnings.append(f"{source}: dataset_mixture's chat_template_kwargs column (per-row template variables such as "
+                        "enable_thinking) is not passed through here; every row renders with the template's defaults")
     for d in entries:
         split = str(d.get("split", train_split))
         (tests if "test" in split.lower() else datasets).append(
@@ -51,24 +102,8 @@ def _mixture(raw: dict, stage: str, source: str, warnings: list[str]) -> tuple[l
     if not datasets:
         raise UserError(f"{source}: dataset_mixture lists only test splits ({', '.join(t['split'] for t in tests)}); "
                         f"add a training split such as {train_split}")
-    size, seed = mixture.get("test_split_size"), mixture.get("seed", 42)
-    if tests:
-        split = tests[0]["split"]
-        carved = f" and test_split_size {size:g} carved from the mix" if isinstance(size, int | float) else ""
-        warnings.append(f"{source}: dataset_mixture trains on the official test split {split} of {tests[0]['path']}"
-                        f"{carved}, so test rows would be trained on; {split} is the eval set instead, not trained on")
-        return datasets, {"split": split}
-    if size is None or size == 0:
-        return datasets, None
-    if isinstance(size, bool) or not isinstance(size, int | float) or size < 0:
-        raise UserError(f"{source}: dataset_mixture.test_split_size must be a number of rows (e.g. 1000) or a "
-                        f"fraction below 1 (e.g. 0.05), got {size!r}")
-    if isinstance(size, float) and size < 1:
-        return datasets, {"fraction": size, "seed": seed}
-    if size != int(size):
-        raise UserError(f"{source}: dataset_mixture.test_split_size {size} is neither a fraction below 1 nor a "
-                        "whole number of rows")
-    return datasets, {"rows": int(size), "seed": seed}
+    carved = _carved(mixture.get("test_split_size"), mixture.get("seed", 42), source)
+    return datasets, (_held_out(datasets, tests, carved, source, warnings) if tests else carved)
 
 
 def _datasets(raw: dict, stage: str, source: str, warnings: list[str]) -> tuple[list[dict], dict | None]:
@@ -84,12 +119,79 @@ def _datasets(raw: dict, stage: str, source: str, warnings: list[str]) -> tuple[
             ({"split": test} if test else None)
     if "dataset_mixture" in raw:
         return _mixture(raw, stage, source, warnings)
-    if "dataset_name" in raw:
-        train = raw.pop("dataset_train_split", train)
-        test = raw.pop("dataset_test_split", test)
+    if "dataset_name" in raw:  # TRL's ScriptArguments: no eval set unless dataset_test_split names one
+        train = raw.pop("dataset_train_split", KINDS[stage].train_split)
+        test = raw.pop("dataset_test_split", None)
         return [{"path": raw.pop("dataset_name"), "name": raw.pop("dataset_config", None), "split": train}], \
             ({"split": test} if test else None)
     raise UserError(f"{source}: no dataset_mixer, dataset_mixture or dataset_name; a handbook config names its data")
+
+
+def _template(raw: dict, stage: str, source: str, section: dict, warnings: list[str]) -> str | None:
+    """The config's `chat_template`: the public Zephyr one becomes `zephyr` (its training twin marks the
+    replies); any other without `{% generation %}` markers trains on whole conversations, as the handbook's
+    SFT did (TRL's default), unless the config sets assistant_only_loss itself."""
+    template = raw.pop("chat_template", None)
+    if template is not None and renders_like_zephyr(template):
+        return "zephyr"
+    if template is not None and not MARKERS.search(template) and "assistant_only_loss" not in raw \
+            and KINDS[stage].defaults.get("assistant_only_loss"):  # SFT's default would need the markers
+        section["assistant_only_loss"] = False
+        warnings.append(f"{source}: its chat_template has no {{% generation %}} markers; training on whole "
+                        "conversations (assistant_only_loss=false), as the handbook did")
+    return template
+
+
+def _trainer_keys(raw: dict, stage: str, source: str, warnings: list[str]) -> None:
+    """Trainer keys renamed since the config was written, read under today's name (a warning each); keys
+    with no effect here dropped (a warning each)."""
+    for key in list(raw):
+        if key in RENAMED_FIELDS or key in HANDBOOK_RENAMED:
+            new = RENAMED_FIELDS.get(key) or HANDBOOK_RENAMED[key]
+            warnings.append(f"{source}: {key} is now {new}; read as {new}")
+            raw[new] = raw.pop(key)
+        elif key in IGNORED or (key == "max_prompt_length" and not KINDS[stage].has_option(key)):
+            warnings.append(f"{source}: {key} has no effect with TRL 1.16 here; ignored")
+            raw.pop(key)
+    for key, (old, new) in RENAMED_VALUES.items():
+        if raw.get(key) == old:
+            warnings.append(f"{source}: {key}: {old} is now {new} in TRL 1.16; read as {new}")
+            raw[key] = new
+
+
+def _kernels(section: dict, stage: str, source: str, warnings: list[str]) -> None:
+    """`use_liger_kernel`: Liger's Triton kernels run on CUDA GPUs only. On a machine without one the key is
+    ignored (a warning); on a GPU machine without the package it is one line saying what to install, before
+    anything loads (transformers would raise an ImportError once the model is loaded)."""
+    if not section.get("use_liger_kernel"):
+        return
+    if not launcher.has_nvidia_gpu():
+        warnings.append(f"{source}: use_liger_kernel: true ignored on this machine: Liger's kernels are Triton "
+                        "kernels for CUDA GPUs and it has none")
+        section["use_liger_kernel"] = False
+    elif importlib.util.find_spec("liger_kernel") is None:
+        raise UserError(f"{source}: use_liger_kernel: true needs liger-kernel >= 0.3.0, not installed: pip install "
+                        f"'liger-kernel>=0.3.0' (or pass {stage}.use_liger_kernel=false)")
+
+
+def _eos_token(recipe: dict, stage: str, source: str) -> None:
+    """SmolLM3's `eos_token: <|im_end|>` names a token of its own tokenizer. With a model whose tokenizer is on
+    disk (built-in, local), a token it lacks is one line now; TRL would stop on it after loading the model."""
+    token, name = recipe[stage].get("eos_token"), str(recipe["model"].get("name_or_path", ""))
+    if not token:
+        return
+    try:
+        file = (builtin.model_dir(name) if is_builtin(name) else Path(name).expanduser()) / "tokenizer.json"
+    except KeyError:  # an unknown built-in: build_recipe names it
+        return
+    if not file.is_file():
+        return  # a Hub model: TRL checks it once the tokenizer is there
+    data = json.loads(file.read_text(encoding="utf-8"))
+    vocab = data.get("model", {}).get("vocab") or {}
+    known = set(vocab) if isinstance(vocab, dict) else {entry[0] for entry in vocab}
+    if token not in known | {t.get("content") for t in data.get("added_tokens", [])}:
+        raise UserError(f"{source}: eos_token {token!r} is not in {name}'s tokenizer; pass {stage}.eos_token= with its "
+                        "end-of-turn token (e.g. </s>), or a model whose tokenizer has it")
 
 
 def to_recipe(raw: dict, stage: str, source: str) -> tuple[dict, list[str]]:
@@ -111,21 +213,8 @@ def to_recipe(raw: dict, stage: str, source: str) -> tuple[dict, list[str]]:
     section["datasets"] = datasets
     if evaluation:
         section["eval"] = evaluation
-    template = raw.pop("chat_template", None)
-    if template is not None and renders_like_zephyr(template):
-        template = "zephyr"  # the public Zephyr template: our training twin marks the assistant spans
-    elif template is not None and "generation" not in template and "assistant_only_loss" not in raw \
-            and KINDS[stage].defaults.get("assistant_only_loss"):  # SFT's default would need the markers
-        section["assistant_only_loss"] = False
-        warnings.append(f"{source}: its chat_template has no {{% generation %}} markers; training on whole "
-                        "conversations (assistant_only_loss=false), as the handbook did")
-    for key in list(raw):
-        if key in RENAMED_FIELDS:
-            warnings.append(f"{source}: {key} is now {RENAMED_FIELDS[key]}; read as {RENAMED_FIELDS[key]}")
-            raw[RENAMED_FIELDS[key]] = raw.pop(key)
-        elif key in IGNORED or (key == "max_prompt_length" and not KINDS[stage].has_option(key)):
-            warnings.append(f"{source}: {key} has no effect with TRL 1.16 here; ignored")
-            raw.pop(key)
+    template = _template(raw, stage, source, section, warnings)
+    _trainer_keys(raw, stage, source, warnings)
     # The handbook's output_dir holds the model itself, and the next config's model_name_or_path names it:
     # the stage writes there, not to OUTPUT_DIR/<stage>.
     output_dir = str(raw.pop("output_dir", None) or f"runs/{Path(source).stem}")
@@ -146,6 +235,8 @@ def load_handbook(path: str | Path, stage: str, overrides: list[str] = ()) -> An
     recipe, warnings = to_recipe(raw, stage, str(path))
     for item in overrides:
         apply_override(recipe, item, path)
+    _kernels(recipe[stage], stage, str(path), warnings)
+    _eos_token(recipe, stage, str(path))
     if launcher.main_process():
         for warning in warnings:
             print(f"zephyr-train: warning: {warning}", file=sys.stderr)
