@@ -80,7 +80,7 @@ def test_liger_kernel_ignored_without_cuda_and_one_line_without_the_package(tmp_
     assert load_handbook(path, "sft").stage("sft").trainer["use_liger_kernel"] is False
     assert "use_liger_kernel: true ignored on this machine" in capsys.readouterr().err
     monkeypatch.setattr(handbook.launcher, "has_nvidia_gpu", lambda: True)
-    monkeypatch.setattr(handbook.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(handbook.launcher.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(UserError, match=r"needs liger-kernel >= 0.3.0, not installed: pip install 'liger-kernel"):
         load_handbook(path, "sft")
     assert load_handbook(path, "sft", ["sft.use_liger_kernel=false"]).stage("sft").trainer["use_liger_kernel"] is False
@@ -108,3 +108,15 @@ def test_an_eos_token_the_tokenizer_lacks_is_one_line_before_loading(tmp_path):
                                         r"sft.eos_token="):
         load_handbook(write(tmp_path, config), "sft")
     assert load_handbook(write(tmp_path, {**config, "eos_token": "</s>"}), "sft").stage("sft").trainer["eos_token"]
+
+
+@pytest.mark.slow
+def test_liger_kernel_in_a_recipe_is_the_same_rule(tmp_path):
+    """The rule is the preflight's, so a recipe gets what a handbook config gets: on this CPU machine the key
+    is turned off with a warning and the stage trains (transformers would raise an ImportError instead)."""
+    from tests.conftest import cli
+
+    run = cli("sft", "recipes/smoke.yaml", "sft.use_liger_kernel=true", "sft.max_steps=1", "sft.max_length=128",
+              "sft.per_device_train_batch_size=2", "sft.eval=null", f"output_dir={tmp_path}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "zephyr-train: warning: recipes/smoke.yaml: use_liger_kernel: true ignored on this machine" in run.stdout

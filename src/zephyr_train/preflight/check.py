@@ -358,6 +358,7 @@ def before_stage(recipe: Recipe, stages: tuple[str, ...]) -> None:
     for stage in recipe.stages if on_cpu else ():
         for key, value in on_cpu.trainer.items():
             stage.trainer.setdefault(key, value)
+    kernels = [launcher.liger_kernel(stage.trainer, stage.kind, recipe.source) for stage in recipe.stages]
     report = check(recipe, launcher.from_env(), estimate=False, stages=stages)
     if not report.errors:  # PEFT's own LoraConfig rules (imports torch), still before any model loads
         lora.check_with_peft([recipe.stage(name) for name in stages if recipe.stage(name)], recipe.source)
@@ -375,5 +376,5 @@ def before_stage(recipe: Recipe, stages: tuple[str, ...]) -> None:
     if launcher.main_process():
         if on_cpu:
             print(f"zephyr-train: note: {on_cpu.note}")
-        for warning in report.warnings:
+        for warning in [*filter(None, kernels), *report.warnings]:
             print(f"zephyr-train: warning: {warning}")

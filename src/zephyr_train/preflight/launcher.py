@@ -228,6 +228,22 @@ def started_as_asked(env: dict[str, str] | None = None, argv: list[str] | None =
                         f"configs/cpu.yaml (it starts {asked} on a CPU) or torchrun --nproc_per_node {asked}")
 
 
+def liger_kernel(trainer: dict[str, Any], stage: str, source: str) -> str | None:
+    """`use_liger_kernel`: Liger's Triton kernels run on CUDA GPUs only. On a machine without one the key is
+    turned off and the returned warning says why; on a GPU machine without the package it is one line saying
+    what to install, before anything loads (transformers raises an ImportError once the model is loaded)."""
+    if not trainer.get("use_liger_kernel"):
+        return None
+    if not has_nvidia_gpu():
+        trainer["use_liger_kernel"] = False
+        return (f"{source}: use_liger_kernel: true ignored on this machine: Liger's kernels are Triton kernels for "
+                "CUDA GPUs and it has none")
+    if importlib.util.find_spec("liger_kernel") is None:
+        raise UserError(f"{source}: use_liger_kernel: true needs liger-kernel >= 0.3.0, not installed: pip install "
+                        f"'liger-kernel>=0.3.0' (or pass {stage}.use_liger_kernel=false)")
+    return None
+
+
 def main_process() -> bool:
     """Whether this is rank 0 of the launch (or no launch), from the launcher's RANK: known before accelerate
     sets up its state, which a stage does only once its settings are known."""

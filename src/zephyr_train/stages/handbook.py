@@ -9,7 +9,6 @@ with no meaning here are dropped with a warning, and anything else goes through 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import sys
@@ -159,21 +158,6 @@ def _trainer_keys(raw: dict, stage: str, source: str, warnings: list[str]) -> No
             raw[key] = new
 
 
-def _kernels(section: dict, stage: str, source: str, warnings: list[str]) -> None:
-    """`use_liger_kernel`: Liger's Triton kernels run on CUDA GPUs only. On a machine without one the key is
-    ignored (a warning); on a GPU machine without the package it is one line saying what to install, before
-    anything loads (transformers would raise an ImportError once the model is loaded)."""
-    if not section.get("use_liger_kernel"):
-        return
-    if not launcher.has_nvidia_gpu():
-        warnings.append(f"{source}: use_liger_kernel: true ignored on this machine: Liger's kernels are Triton "
-                        "kernels for CUDA GPUs and it has none")
-        section["use_liger_kernel"] = False
-    elif importlib.util.find_spec("liger_kernel") is None:
-        raise UserError(f"{source}: use_liger_kernel: true needs liger-kernel >= 0.3.0, not installed: pip install "
-                        f"'liger-kernel>=0.3.0' (or pass {stage}.use_liger_kernel=false)")
-
-
 def _eos_token(recipe: dict, stage: str, source: str) -> None:
     """SmolLM3's `eos_token: <|im_end|>` names a token of its own tokenizer. With a model whose tokenizer is on
     disk (built-in, local), a token it lacks is one line now; TRL would stop on it after loading the model."""
@@ -235,7 +219,8 @@ def load_handbook(path: str | Path, stage: str, overrides: list[str] = ()) -> An
     recipe, warnings = to_recipe(raw, stage, str(path))
     for item in overrides:
         apply_override(recipe, item, path)
-    _kernels(recipe[stage], stage, str(path), warnings)
+    kernel_warning = launcher.liger_kernel(recipe[stage], stage, str(path))
+    warnings.extend([kernel_warning] if kernel_warning else [])
     _eos_token(recipe, stage, str(path))
     if launcher.main_process():
         for warning in warnings:
