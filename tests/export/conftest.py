@@ -1,6 +1,8 @@
 """Models to export: the built-in tiny model (byte-level BPE) and a small random Mistral with Mistral-7B's
 real SentencePiece tokenizer (shipped by `mistral-common`), saved the way transformers 5 saves it
-(tokenizer.json only) and, like the Hub repo, with tokenizer.model beside it."""
+(tokenizer.json only) and, like the Hub repo, with tokenizer.model beside it; both with `"legacy": true`,
+as Mistral-7B's own tokenizer_config.json has it (transformers 5 drops the key when saving, and then
+reads the tokenizer as legacy=False, which llama.cpp cannot reproduce: the "first" directory)."""
 
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ def spm_file() -> Path:
 
 @pytest.fixture(scope="session")
 def spm_model_dirs(tmp_path_factory) -> dict[str, Path]:
-    """{"json": tokenizer.json only, "model": with tokenizer.model}: a 2-layer random Mistral, vocab 32000."""
+    """{"json": tokenizer.json only, "model": with tokenizer.model, "first": tokenizer.json only, without
+    `legacy` (so '▁' only at the start of the text)}: a 2-layer random Mistral, vocab 32000."""
     import json
 
     import torch
@@ -42,7 +45,7 @@ def spm_model_dirs(tmp_path_factory) -> dict[str, Path]:
     shutil.copy(spm_file(), raw / "tokenizer.model")
     (raw / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
-        "add_bos_token": True, "add_eos_token": False, "legacy": False}))
+        "add_bos_token": True, "add_eos_token": False, "legacy": True}))
     tokenizer = AutoTokenizer.from_pretrained(raw)
     tokenizer.chat_template = ZEPHYR
     tokenizer.pad_token = tokenizer.eos_token
@@ -51,9 +54,12 @@ def spm_model_dirs(tmp_path_factory) -> dict[str, Path]:
                            tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
     torch.manual_seed(0)
     model = MistralForCausalLM(config)
-    dirs = {"json": root / "json", "model": root / "model"}
-    for path in dirs.values():
+    dirs = {"json": root / "json", "model": root / "model", "first": root / "first"}
+    for kind, path in dirs.items():
         model.save_pretrained(path)
         tokenizer.save_pretrained(path)
+        if kind != "first":
+            config = json.loads((path / "tokenizer_config.json").read_text())
+            (path / "tokenizer_config.json").write_text(json.dumps({**config, "legacy": True}))
     shutil.copy(raw / "tokenizer.model", dirs["model"] / "tokenizer.model")
     return dirs
