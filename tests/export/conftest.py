@@ -1,8 +1,9 @@
 """Models to export: the built-in tiny model (byte-level BPE) and a small random Mistral with Mistral-7B's
 real SentencePiece tokenizer (shipped by `mistral-common`), saved the way transformers 5 saves it
-(tokenizer.json only) and, like the Hub repo, with tokenizer.model beside it; both with `"legacy": true`,
-as Mistral-7B's own tokenizer_config.json has it (transformers 5 drops the key when saving, and then
-reads the tokenizer as legacy=False, which llama.cpp cannot reproduce: the "first" directory)."""
+(tokenizer.json only) and, like the Hub repo, with tokenizer.model beside it; both legacy=True, with
+`"legacy": true` written back into tokenizer_config.json as Mistral-7B's has it (transformers 5 does not
+save the key). The "first" directory is saved from a legacy=False tokenizer ('▁' only at the start of
+the text), which llama.cpp cannot reproduce and the export refuses."""
 
 from __future__ import annotations
 
@@ -46,9 +47,10 @@ def spm_model_dirs(tmp_path_factory) -> dict[str, Path]:
     (raw / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
         "add_bos_token": True, "add_eos_token": False, "legacy": True}))
-    tokenizer = AutoTokenizer.from_pretrained(raw)
-    tokenizer.chat_template = ZEPHYR
-    tokenizer.pad_token = tokenizer.eos_token
+    tokenizers = {legacy: AutoTokenizer.from_pretrained(raw, legacy=legacy) for legacy in (True, False)}
+    for tokenizer in tokenizers.values():
+        tokenizer.chat_template = ZEPHYR
+        tokenizer.pad_token = tokenizer.eos_token
     config = MistralConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                            num_key_value_heads=2, vocab_size=32000, max_position_embeddings=4096, sliding_window=4096,
                            tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
@@ -57,7 +59,7 @@ def spm_model_dirs(tmp_path_factory) -> dict[str, Path]:
     dirs = {"json": root / "json", "model": root / "model", "first": root / "first"}
     for kind, path in dirs.items():
         model.save_pretrained(path)
-        tokenizer.save_pretrained(path)
+        tokenizers[kind != "first"].save_pretrained(path)
         if kind != "first":
             config = json.loads((path / "tokenizer_config.json").read_text())
             (path / "tokenizer_config.json").write_text(json.dumps({**config, "legacy": True}))

@@ -88,6 +88,15 @@ def llama_cpp_library() -> Any | None:
     return llama_cpp
 
 
+def quiet_llama_cpp(llama_cpp: Any) -> None:
+    """llama.cpp logs every tensor it quantizes or loads; llama-cpp-python passes its log to the Python logger
+    `llama-cpp-python`, which then prints errors only."""
+    import logging
+
+    del llama_cpp  # imported: its log callback is installed
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+
+
 def q4_k_m_route() -> str:
     """'llama-quantize' (a binary: $LLAMA_QUANTIZE, else on PATH), 'llama-cpp-python' (its library call), or a
     UserError saying why there is no Q4_K_M here: a K-quant is never faked with another type.
@@ -286,6 +295,7 @@ def _quantize_with_llama_cpp(f16: Path, target: Path, route: str) -> None:
         import ctypes
 
         llama_cpp = llama_cpp_library()
+        quiet_llama_cpp(llama_cpp)
         params = llama_cpp.llama_model_quantize_default_params()
         params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
         params.nthread = os.cpu_count() or 1

@@ -13,9 +13,10 @@ and picks its algorithm from `tokenizer.ggml.model`:
   SentencePiece scores -1e9 so that a space joins the word after it before it joins another space
   ("  a" is '▁' '▁a', not '▁▁' 'a').
   llama.cpp puts SentencePiece's '▁' before the text and after every special token (`</s>` of each
-  Zephyr turn); transformers does that only with `legacy=True` (Mistral-7B's own tokenizer), and since
-  transformers 5 drops `legacy` when saving, a reloaded tokenizer puts it at the start only. There is
-  no llama.cpp setting for that, so such a tokenizer is refused (see `space_prefix`).
+  Zephyr turn); transformers does that only with `legacy=True` (Mistral-7B's own tokenizer); a
+  `legacy=False` tokenizer puts it at the start only (and transformers 5 does not save `legacy`, so a
+  saved tokenizer may read back either way). There is no llama.cpp setting for "start only", so such a
+  tokenizer is refused; what transformers does is probed, not read from the files (see `space_prefix`).
 - `gpt2` (byte-level BPE, our built-in tiny model, SmolLM2): tokens spelled in the byte alphabet, merges
   in rank order, and `tokenizer.ggml.pre` naming the split regex: `gpt-2` (the regex of tokenizers'
   `ByteLevel(use_regex=True)`), or `smollm` (the same regex after splitting every digit apart) for a
@@ -157,9 +158,8 @@ def space_prefix(model_dir: Path) -> bool:
     at_start, after_special = first[0].startswith(SPACE), after[-1].startswith(SPACE)
     if at_start != after_special:
         raise UserError(f"{model_dir}: the tokenizer puts SentencePiece's '▁' at the start of the text but not "
-                        f"after special tokens such as {eos} (legacy=False, what transformers 5 assumes when "
-                        "tokenizer_config.json has no \"legacy\"); llama.cpp puts it in both places, so every "
-                        "chat turn after the first would tokenize differently. If the model was trained with "
+                        f"after special tokens such as {eos} (legacy=False); llama.cpp puts it in both places, so "
+                        "every chat turn after the first would tokenize differently. If the model was trained with "
                         "Mistral-7B's own tokenizer (legacy=True), add \"legacy\": true to "
                         "tokenizer_config.json and export again")
     return at_start
