@@ -242,3 +242,24 @@ def test_llama_cpp_greedy_tokens_equal_transformers_f16(load, references, model)
                 break
             llm.eval([got])
     assert early <= 1, early
+
+
+def test_llama_cpp_without_jinja_does_not_render_zephyr(tokenizer):
+    """Why the README and the Modelfile's docs say `--jinja`: llama.cpp's built-in formatter (what llama-server
+    and llama-cli use without it) takes the Zephyr template for GLM-Edge's format, which leaves out `</s>` and
+    the newlines after it."""
+    import ctypes
+
+    from zephyr_train.data.chat_template import ZEPHYR
+
+    llama_cpp = llama_cpp_or_skip()
+    for chat in CHATS:
+        messages = (llama_cpp.llama_chat_message * len(chat))(
+            *[llama_cpp.llama_chat_message(m["role"].encode(), m["content"].encode()) for m in chat])
+        buffer = ctypes.create_string_buffer(4096)
+        size = llama_cpp.llama_chat_apply_template(ZEPHYR.encode(), messages, len(chat), True, buffer, 4096)
+        assert 0 < size < 4096
+        builtin = buffer.raw[:size].decode()
+        jinja = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        assert "</s>" in jinja and "</s>" not in builtin and builtin.replace("\n", "") == jinja.replace(
+            "</s>", "").replace("\n", ""), (builtin, jinja)
