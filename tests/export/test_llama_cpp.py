@@ -114,15 +114,18 @@ def test_legacy_false_sentencepiece_tokenizer_is_refused(spm_model_dirs, tmp_pat
 @pytest.fixture(scope="module")
 def load(exports):
     llama_cpp = llama_cpp_or_skip()
-    loaded: dict = {}
+    loaded: dict = {}  # one thread for prompts too (its default is every core: OpenMP threads spinning on a
+    # shared 2-core machine made a 40-token prompt take 5-8 s instead of 0.2 s)
 
     def get(model: str, quant: str):
         if (model, quant) not in loaded:
             loaded[(model, quant)] = llama_cpp.Llama(model_path=str(exports[(model, quant)]), n_ctx=512,
-                                                     logits_all=True, n_threads=1, verbose=False)
+                                                     logits_all=True, n_threads=1, n_threads_batch=1, verbose=False)
         return loaded[(model, quant)]
 
-    return get
+    yield get
+    for llm in loaded.values():  # freed here, not by the interpreter's exit (when its C library is gone)
+        llm.close()
 
 
 def prompts(model_dir: Path) -> list[str]:
