@@ -139,12 +139,25 @@ def check_out(out: str | Path, overwrite: bool) -> Path:
     return path
 
 
+# The other families `check` knows: what llama.cpp's converter writes for them that this exporter does not
+OTHER_GRAPHS = {
+    "Qwen2ForCausalLM": "llama.cpp's qwen2 graph (q/k/v biases)",
+    "Gemma2ForCausalLM": "llama.cpp's gemma2 graph (RMSNorm weights + 1, embedding scale, logit soft-capping, "
+                         "alternating sliding window)",
+    "Gemma3ForCausalLM": "llama.cpp's gemma3 graph (RMSNorm weights + 1, q/k norms, embedding scale, sliding window)",
+    "Phi3ForCausalLM": "llama.cpp's phi3 graph (fused qkv and gate_up projections)",
+    "MixtralForCausalLM": "llama.cpp's expert tensors (ffn_*_exps) and expert counts",
+}
+
+
 def read_config(model_dir: Path) -> dict:
     config = json.loads((model_dir / "config.json").read_text())
     arch = (config.get("architectures") or ["?"])[0]
     if arch not in ARCHITECTURES:
-        raise UserError(f"{model_dir / 'config.json'}: architecture {arch}; GGUF export knows "
-                        f"{' and '.join(ARCHITECTURES)} (llama.cpp's llama graph)")
+        needs = f": it needs {OTHER_GRAPHS[arch]}, which this exporter does not write" if arch in OTHER_GRAPHS else ""
+        raise UserError(f"{model_dir / 'config.json'}: architecture {arch}{needs}; GGUF export knows "
+                        f"{' and '.join(ARCHITECTURES)} (llama.cpp's llama graph); convert it with llama.cpp's "
+                        "convert_hf_to_gguf.py")
     return config
 
 
