@@ -139,7 +139,6 @@ BOS = "\x02bos\x02"  # stands for the BOS token's text while probing: a template
 
 def turns_of(template: str, bos: str = "<s>", eos: str = "</s>") -> Turns | str:
     """The template as `Turns`, or why it cannot be one (a sentence)."""
-
     turns = _probe(template, eos)
     if isinstance(turns, Turns):  # the BOS stand-in back to the BOS token's text
         for part in (turns.before, turns.after):
@@ -150,6 +149,7 @@ def turns_of(template: str, bos: str = "<s>", eos: str = "</s>") -> Turns | str:
 
 
 def _probe(template: str, eos: str) -> Turns | str:
+    """`Turns` read off renderings of one, two and three messages, checked on PROBES (BOS as a stand-in)."""
     from zephyr_train.data.chat_template import _environment
 
     bos = BOS
