@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 PYTEST := HF_HUB_OFFLINE=1 $(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
 
-.PHONY: install smoke test test-fast bench lint clean
+.PHONY: install smoke test test-fast bench lint clean llama-cpp
 
 install: $(VENV)/.installed
 
@@ -46,6 +46,26 @@ bench: install
 .PHONY: gpu-evidence
 gpu-evidence: install  # one H100/H200, under 8 min: benchmarks/README.md; ARGS="--tiny" on a CPU
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/gpu_evidence.py --out benchmarks/results/$$(date -u +%Y-%m-%d) $(ARGS)
+
+# llama.cpp itself, for tests/export/test_llama_cpp.py and `export --quant q4_k_m` (issue 23): llama-cpp-python is
+# source-only on PyPI, so its wheel is compiled once per machine (9.5 min on 2 cores, plus ~1 min to fetch the
+# 76 MB sdist; needs cmake 3.21+ and a C/C++ compiler) into the project's cache
+# ($ZEPHYR_TRAIN_CACHE, else ~/.cache/zephyr-train; keyed by this CPU's flags: the build is -march=native) and
+# installed from there. Only libllama and ggml are built: no tools, tests, examples, server or multimodal library.
+LLAMA_CPP_PYTHON ?= 0.3.36
+LLAMA_CPP_WHEELS = $(or $(ZEPHYR_TRAIN_CACHE),$(HOME)/.cache/zephyr-train)/wheels/llama-cpp-python-$(LLAMA_CPP_PYTHON)-$(shell uname -m)-$(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cksum | cut -d' ' -f1)
+LLAMA_CPP_CMAKE_ARGS = -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+	-DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF
+
+llama-cpp: install
+	@if $(BIN)/python -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$(LLAMA_CPP_PYTHON)')" 2>/dev/null; \
+	then echo "llama-cpp-python $(LLAMA_CPP_PYTHON) is installed"; else \
+	  ls $(LLAMA_CPP_WHEELS)/llama_cpp_python-$(LLAMA_CPP_PYTHON)-*.whl >/dev/null 2>&1 || { \
+	  command -v c++ >/dev/null && command -v cc >/dev/null || { \
+	    echo "make llama-cpp: compiling llama.cpp needs a C and C++ compiler (apt-get install build-essential)"; exit 1; }; \
+	  CMAKE_BUILD_PARALLEL_LEVEL=2 CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" \
+	    $(BIN)/pip wheel --no-deps "llama-cpp-python==$(LLAMA_CPP_PYTHON)" -w $(LLAMA_CPP_WHEELS) || exit 1; }; \
+	  $(BIN)/pip install $(LLAMA_CPP_WHEELS)/llama_cpp_python-$(LLAMA_CPP_PYTHON)-*.whl || exit 1; fi
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks scripts

@@ -1,6 +1,9 @@
 """Models to export: the built-in tiny model (byte-level BPE) and a small random Mistral with Mistral-7B's
 real SentencePiece tokenizer (shipped by `mistral-common`), saved the way transformers 5 saves it
-(tokenizer.json only) and, like the Hub repo, with tokenizer.model beside it."""
+(tokenizer.json only) and, like the Hub repo, with tokenizer.model beside it; both legacy=True, with
+`"legacy": true` written back into tokenizer_config.json as Mistral-7B's has it (transformers 5 does not
+save the key). The "first" directory is saved from a legacy=False tokenizer ('▁' only at the start of
+the text), which llama.cpp cannot reproduce and the export refuses."""
 
 from __future__ import annotations
 
@@ -28,7 +31,8 @@ def spm_file() -> Path:
 
 @pytest.fixture(scope="session")
 def spm_model_dirs(tmp_path_factory) -> dict[str, Path]:
-    """{"json": tokenizer.json only, "model": with tokenizer.model}: a 2-layer random Mistral, vocab 32000."""
+    """{"json": tokenizer.json only, "model": with tokenizer.model, "first": tokenizer.json only, without
+    `legacy` (so '▁' only at the start of the text)}: a 2-layer random Mistral, vocab 32000."""
     import json
 
     import torch
@@ -42,18 +46,22 @@ def spm_model_dirs(tmp_path_factory) -> dict[str, Path]:
     shutil.copy(spm_file(), raw / "tokenizer.model")
     (raw / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
-        "add_bos_token": True, "add_eos_token": False, "legacy": False}))
-    tokenizer = AutoTokenizer.from_pretrained(raw)
-    tokenizer.chat_template = ZEPHYR
-    tokenizer.pad_token = tokenizer.eos_token
+        "add_bos_token": True, "add_eos_token": False, "legacy": True}))
+    tokenizers = {legacy: AutoTokenizer.from_pretrained(raw, legacy=legacy) for legacy in (True, False)}
+    for tokenizer in tokenizers.values():
+        tokenizer.chat_template = ZEPHYR
+        tokenizer.pad_token = tokenizer.eos_token
     config = MistralConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                            num_key_value_heads=2, vocab_size=32000, max_position_embeddings=4096, sliding_window=4096,
                            tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
     torch.manual_seed(0)
     model = MistralForCausalLM(config)
-    dirs = {"json": root / "json", "model": root / "model"}
-    for path in dirs.values():
+    dirs = {"json": root / "json", "model": root / "model", "first": root / "first"}
+    for kind, path in dirs.items():
         model.save_pretrained(path)
-        tokenizer.save_pretrained(path)
+        tokenizers[kind != "first"].save_pretrained(path)
+        if kind != "first":
+            config = json.loads((path / "tokenizer_config.json").read_text())
+            (path / "tokenizer_config.json").write_text(json.dumps({**config, "legacy": True}))
     shutil.copy(raw / "tokenizer.model", dirs["model"] / "tokenizer.model")
     return dirs

@@ -4,7 +4,6 @@ left behind; and which model a run, stage or adapter directory stands for."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -65,11 +64,15 @@ def test_unknown_quant_and_bad_names(tiny_model_dir, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_q4_k_m_says_when_no_quantizer_is_there(tiny_model_dir, tmp_path):
-    if shutil.which("llama-quantize") or os.environ.get("LLAMA_QUANTIZE"):
-        pytest.skip("llama.cpp's llama-quantize is installed here")
+def test_q4_k_m_says_when_no_quantizer_is_there(tiny_model_dir, tmp_path, monkeypatch):
+    from zephyr_train.export import to_gguf
+
+    monkeypatch.delenv("LLAMA_QUANTIZE", raising=False)  # a machine without llama.cpp in any form
+    monkeypatch.setattr(to_gguf, "llama_quantize_binary", lambda: None)
+    monkeypatch.setattr(to_gguf, "llama_cpp_library", lambda: None)
     done = cli("export", str(tiny_model_dir), "--gguf", str(tmp_path / "m.gguf"), "--quant", "q4_k_m")
-    assert_user_error(done, "no Q4_K_M quantizer", "llama-quantize", "--quant f16", "--allow-requantize")
+    assert_user_error(done, "no Q4_K_M quantizer", "llama-quantize", "make llama-cpp", "--quant f16",
+                      "--allow-requantize")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -140,7 +143,7 @@ def test_adapter_is_merged_then_exported(tiny_model_dir, tmp_path):
 
 
 FAKE_QUANTIZE = """#!/bin/sh
-# stands in for llama.cpp's llama-quantize (not buildable here): records its arguments, then copies or fails
+# stands in for llama.cpp's llama-quantize: records its arguments, then copies or fails
 echo "$@" > "$(dirname "$0")/args"
 [ "$3" = Q4_K_M ] && [ -z "$FAIL" ] && cp "$1" "$2" && exit 0
 echo "error: cannot quantize" >&2; exit 3
@@ -148,8 +151,8 @@ echo "error: cannot quantize" >&2; exit 3
 
 
 def test_q4_k_m_hands_an_f16_file_to_llama_quantize(tiny_model_dir, tmp_path, monkeypatch):
-    """The llama.cpp boundary only: a stand-in script for `llama-quantize` (llama.cpp cannot be built on this
-    machine), to check what it is given and that its failure leaves nothing behind. Its output is not checked."""
+    """The hand-over to a `llama-quantize` binary: a stand-in script, to check what it is given and that its
+    failure leaves nothing behind. Real llama.cpp quantizes in tests/export/test_llama_cpp.py."""
     from gguf import GGUFReader
 
     from zephyr_train.errors import UserError

@@ -71,3 +71,16 @@ def test_a_missing_llama_quantize_is_one_line_before_writing(tiny_model_dir, tmp
     with pytest.raises(UserError, match=r"\$LLAMA_QUANTIZE is .*no-such-llama-quantize, which is not an executable"):
         to_gguf.export(str(tiny_model_dir), str(tmp_path / "m.gguf"), "q4_k_m")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("arch, needs", [("Qwen2ForCausalLM", "qwen2 graph"), ("Gemma2ForCausalLM", "gemma2 graph"),
+                                         ("Phi3ForCausalLM", "fused qkv"), ("MixtralForCausalLM", "ffn_*_exps")])
+def test_other_families_check_knows_are_refused_by_name(tiny_model_dir, tmp_path, arch, needs):
+    """The families `check` estimates besides Mistral/Llama: one line naming what llama.cpp would need, before
+    anything is written."""
+    from tests.conftest import assert_user_error, cli
+
+    model = variant(tiny_model_dir, tmp_path, architectures=[arch])
+    done = cli("export", str(model), "--gguf", str(tmp_path / "out" / "m.gguf"))
+    assert_user_error(done, f"architecture {arch}", needs, "convert_hf_to_gguf.py")
+    assert not (tmp_path / "out").exists()

@@ -13,9 +13,10 @@ each tensor converted and written), so memory follows the largest tensor, not th
 RSS for a 0.7B model of Mistral-7B's widths (its 32000 x 4096 embedding, in bf16, fp32 and f16 at
 once, plus torch), which a 7B model shares -- not the 14.5 GB of its weights. 1-D tensors (norms)
 stay float32 as llama.cpp keeps them; q8_0 quantizes every 2-D tensor whose rows are a multiple of 32
-(else f16). q4_k_m needs a K-quant quantizer: the installed `gguf`'s if it has one (0.19 only
-dequantizes K-quants), else llama.cpp's `llama-quantize` on PATH (or `$LLAMA_QUANTIZE`), run on an
-f16 file we write first.
+(else f16). q4_k_m needs a K-quant quantizer (gguf 0.19 only dequantizes K-quants): llama.cpp's own,
+run on an f16 file we write first -- `$LLAMA_QUANTIZE` when set, else llama-cpp-python's
+`llama_model_quantize` (the library call `llama-quantize` makes; `make llama-cpp` builds it), else
+`llama-quantize` on PATH.
 Everything is written under temporary names and renamed at the end: an interrupted export leaves
 neither half a GGUF nor a Modelfile for a file that is not there.
 """
@@ -78,8 +79,27 @@ def llama_quantize_binary() -> str | None:
     return os.environ.get("LLAMA_QUANTIZE") or shutil.which("llama-quantize")
 
 
+def llama_cpp_library() -> Any | None:
+    """llama-cpp-python's bindings to llama.cpp (`make llama-cpp`), or None when they are not installed."""
+    try:
+        import llama_cpp
+    except (ImportError, OSError):  # OSError: the package is there but its libllama does not load
+        return None
+    return llama_cpp
+
+
+def quiet_llama_cpp(llama_cpp: Any) -> None:
+    """llama.cpp logs every tensor it quantizes or loads; llama-cpp-python passes its log to the Python logger
+    `llama-cpp-python`, which then prints errors only."""
+    import logging
+
+    del llama_cpp  # imported: its log callback is installed
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+
+
 def q4_k_m_route() -> str:
-    """'llama.cpp', or a UserError saying why there is no Q4_K_M here: a K-quant is never faked with another type.
+    """'llama-quantize' (a binary: $LLAMA_QUANTIZE, else on PATH), 'llama-cpp-python' (its library call), or a
+    UserError saying why there is no Q4_K_M here: a K-quant is never faked with another type.
 
     gguf 0.19 has no K-quant quantizer (its Q4_K/Q6_K classes only dequantize), so a gguf route cannot be
     built and tested today; a gguf release that adds one is named in the message rather than used unchecked.
@@ -90,15 +110,20 @@ def q4_k_m_route() -> str:
     if binary and not (shutil.which(binary) or (Path(binary).is_file() and os.access(binary, os.X_OK))):
         raise UserError(f"--quant q4_k_m: $LLAMA_QUANTIZE is {binary}, which is not an executable file; point it "
                         "at llama.cpp's llama-quantize, or unset it to use the one on PATH")
+    if os.environ.get("LLAMA_QUANTIZE"):
+        return "llama-quantize"
+    if llama_cpp_library() is not None:
+        return "llama-cpp-python"
     if binary:
-        return "llama.cpp"
+        return "llama-quantize"
     gguf_version = version("gguf")
     if gguf_can_quantize("Q4_K") and gguf_can_quantize("Q6_K"):
         why = f"gguf {gguf_version} has a K-quant quantizer, which this exporter has not been checked against"
     else:
         why = f"the installed gguf {gguf_version} only dequantizes K-quants"
-    raise UserError(f"--quant q4_k_m: no Q4_K_M quantizer here: {why}, and llama.cpp's llama-quantize is not on "
-                    "PATH (nor $LLAMA_QUANTIZE); install llama.cpp, or export --quant f16 and run "
+    raise UserError(f"--quant q4_k_m: no Q4_K_M quantizer here: {why}, llama-cpp-python is not installed (`make "
+                    "llama-cpp`) and llama.cpp's llama-quantize is not on PATH (nor $LLAMA_QUANTIZE); install one, "
+                    "or export --quant f16 and run "
                     "`llama-quantize OUT.gguf OUT-Q4_K_M.gguf Q4_K_M` (from f16: llama.cpp refuses to requantize "
                     "q8_0 without --allow-requantize)")
 
@@ -114,12 +139,25 @@ def check_out(out: str | Path, overwrite: bool) -> Path:
     return path
 
 
+# The other families `check` knows: what llama.cpp's converter writes for them that this exporter does not
+OTHER_GRAPHS = {
+    "Qwen2ForCausalLM": "llama.cpp's qwen2 graph (q/k/v biases)",
+    "Gemma2ForCausalLM": "llama.cpp's gemma2 graph (RMSNorm weights + 1, embedding scale, logit soft-capping, "
+                         "alternating sliding window)",
+    "Gemma3ForCausalLM": "llama.cpp's gemma3 graph (RMSNorm weights + 1, q/k norms, embedding scale, sliding window)",
+    "Phi3ForCausalLM": "llama.cpp's phi3 graph (fused qkv and gate_up projections)",
+    "MixtralForCausalLM": "llama.cpp's expert tensors (ffn_*_exps) and expert counts",
+}
+
+
 def read_config(model_dir: Path) -> dict:
     config = json.loads((model_dir / "config.json").read_text())
     arch = (config.get("architectures") or ["?"])[0]
     if arch not in ARCHITECTURES:
-        raise UserError(f"{model_dir / 'config.json'}: architecture {arch}; GGUF export knows "
-                        f"{' and '.join(ARCHITECTURES)} (llama.cpp's llama graph)")
+        needs = f": it needs {OTHER_GRAPHS[arch]}, which this exporter does not write" if arch in OTHER_GRAPHS else ""
+        raise UserError(f"{model_dir / 'config.json'}: architecture {arch}{needs}; GGUF export knows "
+                        f"{' and '.join(ARCHITECTURES)} (llama.cpp's llama graph); convert it with llama.cpp's "
+                        "convert_hf_to_gguf.py")
     return config
 
 
@@ -265,7 +303,19 @@ def write_gguf(model_dir: Path, target: Path, quant: str, name: str, license_: s
     return len(plan), vocab.notes, template
 
 
-def _quantize_with_llama_cpp(f16: Path, target: Path) -> None:
+def _quantize_with_llama_cpp(f16: Path, target: Path, route: str) -> None:
+    if route == "llama-cpp-python":
+        import ctypes
+
+        llama_cpp = llama_cpp_library()
+        quiet_llama_cpp(llama_cpp)
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
+        params.nthread = os.cpu_count() or 1
+        code = llama_cpp.llama_model_quantize(str(f16).encode(), str(target).encode(), ctypes.byref(params))
+        if code != 0:
+            raise UserError(f"llama.cpp's llama_model_quantize failed on {f16.name} (returned {code})")
+        return
     binary = llama_quantize_binary()
     done = subprocess.run([binary, str(f16), str(target), "Q4_K_M"], capture_output=True, text=True)
     if done.returncode != 0:
@@ -290,8 +340,7 @@ def export(model_dir: str, out: str, quant: str = "f16", overwrite: bool = False
         import gguf  # noqa: F401
     except ImportError as err:
         raise UserError("export needs llama.cpp's gguf package: pip install 'zephyr-train[export]'") from err
-    if quant == "q4_k_m":
-        q4_k_m_route()
+    route = q4_k_m_route() if quant == "q4_k_m" else None
     meta = ollama.run_metadata(source)
     target.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -299,13 +348,14 @@ def export(model_dir: str, out: str, quant: str = "f16", overwrite: bool = False
     try:
         model_path = sources.merge_if_needed(source, work / "merged")
         written = work / ("f16.gguf" if quant == "q4_k_m" else target.name)
-        count, notes, _ = write_gguf(model_path, written, quant, name or meta["name"],
+        count, notes, template = write_gguf(model_path, written, quant, name or meta["name"],
                                      license_ or meta.get("license"), base_model or meta.get("base_model"))
         if quant == "q4_k_m":
-            _quantize_with_llama_cpp(written, work / target.name)
+            _quantize_with_llama_cpp(written, work / target.name, route)
             written = work / target.name
-            notes.append("quantized to Q4_K_M by llama.cpp's llama-quantize")
-        files = ollama.write_companions(work, target, name or meta["name"], meta["eos"])
+            how = "llama-cpp-python's llama_model_quantize" if route == "llama-cpp-python" else "llama-quantize"
+            notes.append(f"quantized to Q4_K_M by llama.cpp ({how})")
+        files = ollama.write_companions(work, target, name or meta["name"], meta["eos"], template, meta["bos"])
         written.replace(target)
         for tmp, final in zip(files, companions, strict=True):
             tmp.replace(final)
