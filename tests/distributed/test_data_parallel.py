@@ -168,24 +168,29 @@ def test_the_shipped_cpu_config_starts_two_processes(tmp_path):
 
 
 def test_resume_after_kill_9_with_two_ranks(tmp_path):
-    """Both ranks killed mid-run (SIGKILL to the whole launch); the same command resumes from the last
-    checkpoint on both ranks and finishes."""
+    """Both ranks and their launcher killed mid-run (SIGKILL, as a lost machine); the same command resumes from
+    the last checkpoint on both ranks and finishes."""
     args = [*TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "zephyr_train", "sft", str(SMOKE),
-            "sft.max_steps=60", "sft.save_strategy=steps", "sft.save_steps=5", "sft.logging_steps=5",
+            "sft.max_steps=100", "sft.save_strategy=steps", "sft.save_steps=5", "sft.save_total_limit=3",
+            "sft.logging_steps=5",
             "sft.max_length=128", "sft.eval.max_samples=16", "sft.per_device_train_batch_size=2",
             f"output_dir={tmp_path}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACCELERATE_")}
-    first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=env,
-                             start_new_session=True)
+    first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
     deadline = time.monotonic() + 300
     while not (tmp_path / "sft" / "checkpoint-5" / "trainer_state.json").exists() and first.poll() is None:
         assert time.monotonic() < deadline, "no checkpoint-5 after 300 s"
         time.sleep(0.05)
-    os.killpg(first.pid, signal.SIGKILL)
+    # every process of the job at once: torchrun starts each rank in a session of its own, so killing its
+    # process group would leave the ranks training on (they would then race the resumed run)
+    import psutil
+
+    for process in [*psutil.Process(first.pid).children(recursive=True), psutil.Process(first.pid)]:
+        process.send_signal(signal.SIGKILL)
     first.wait()
     assert not (tmp_path / "sft" / "summary.json").exists(), "finished before the kill: raise max_steps"
     again = launch(*args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming from" in again.stdout and "checkpoint-" in again.stdout
     figures = summary(tmp_path, "sft")
-    assert (figures["global_step"], figures["processes"]) == (60, 2)
+    assert (figures["global_step"], figures["processes"]) == (100, 2)

@@ -102,6 +102,10 @@ def begin(recipe: Recipe, name: str, overwrite: bool) -> Start:
     asked_for = launcher.pin_precision(launcher.precision_of(trainer_args))
 
     state = launcher.process_state(trainer_args)
+    if state.num_processes > 1:  # rank 0's reading for all: one checkpoint still being written must not split them
+        from accelerate.utils import broadcast_object_list
+
+        resume = broadcast_object_list([resume])[0]
     log = print if state.is_main_process else (lambda *a, **k: None)
     if asked_for:
         wanted = launcher.precision_of(trainer_args).replace("no", "fp32")
