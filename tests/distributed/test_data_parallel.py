@@ -127,22 +127,23 @@ def test_deepspeed_zero3_config_on_a_cpu(tmp_path):
 
 def test_two_loopback_nodes(tmp_path):
     """`torchrun --nnodes 2 --nproc_per_node 1 --node_rank R --rdzv_backend c10d`, started twice, as two machines
-    would start it."""
+    would start it; `dpo` alone from the base model, its reference log-probs precomputed over both ranks' shards."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACCELERATE_")}
     nodes = [subprocess.Popen([*TORCHRUN, "--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(rank),
                                "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "-m", "zephyr_train",
-                               "sft", str(SMOKE), "sft.max_steps=4", "sft.logging_steps=1", "sft.max_length=128",
-                               "sft.eval.max_samples=16", "sft.per_device_train_batch_size=2",
-                               f"output_dir={tmp_path}"],
+                               "dpo", str(SMOKE), "sft=null", "dpo.precompute_ref_log_probs=true",
+                               *[s for s in STEPS if s.startswith("dpo.")], f"output_dir={tmp_path}"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
              for rank in (0, 1)]
     results = [node.communicate(timeout=600) for node in nodes]
     for node, (_, stderr) in zip(nodes, results, strict=True):
         assert node.returncode == 0, stderr[-3000:]
-    figures = summary(tmp_path, "sft")
+    figures = summary(tmp_path, "dpo")
     assert (figures["processes"], figures["distributed"], figures["global_step"]) == (2, "ddp", 4)
-    assert sum(stdout.count("SFT done") for stdout, _ in results) == 1
+    assert "precomputed" in figures["reference"] and figures["held_out_after"]["pairs"] == 16
+    assert losses(tmp_path, "dpo")[0] == pytest.approx(0.6931, abs=1e-4)  # policy == reference at step 1
+    assert sum(stdout.count("DPO done") for stdout, _ in results) == 1
 
 
 def test_cpu_launch_that_starts_one_process_stops(tmp_path):
@@ -171,15 +172,15 @@ def test_resume_after_kill_9_with_two_ranks(tmp_path):
     """Both ranks and their launcher killed mid-run (SIGKILL, as a lost machine); the same command resumes from
     the last checkpoint on both ranks and finishes."""
     args = [*TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "zephyr_train", "sft", str(SMOKE),
-            "sft.max_steps=100", "sft.save_strategy=steps", "sft.save_steps=5", "sft.save_total_limit=3",
+            "sft.max_steps=100", "sft.save_strategy=steps", "sft.save_steps=10", "sft.save_total_limit=2",
             "sft.logging_steps=5",
             "sft.max_length=128", "sft.eval.max_samples=16", "sft.per_device_train_batch_size=2",
             f"output_dir={tmp_path}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACCELERATE_")}
     first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
     deadline = time.monotonic() + 300
-    while not (tmp_path / "sft" / "checkpoint-5" / "trainer_state.json").exists() and first.poll() is None:
-        assert time.monotonic() < deadline, "no checkpoint-5 after 300 s"
+    while not (tmp_path / "sft" / "checkpoint-10" / "trainer_state.json").exists() and first.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint-10 after 300 s"
         time.sleep(0.05)
     # every process of the job at once: torchrun starts each rank in a session of its own, so killing its
     # process group would leave the ranks training on (they would then race the resumed run)
