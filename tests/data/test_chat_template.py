@@ -82,3 +82,28 @@ def test_render_marks_generation_spans():
     assert text == "<|user|>\nU</s>\n<|assistant|>\nA</s>\n"
     assert [text[a:b] for a, b in spans] == ["A</s>"]
     assert render(ZEPHYR, messages)[0] == text  # the training twin renders the public template's text
+
+
+THINKING = ("{% for m in messages %}<|{{ m.role }}|>\n"
+            "{% if m.role == 'assistant' %}{% generation %}{{ m.content }}</s>{% endgeneration %}"
+            "{% else %}{{ m.content }}</s>{% endif %}\n{% endfor %}"
+            "{{ '/think' if enable_thinking is not defined or enable_thinking else '/no_think' }}")
+
+
+@pytest.mark.parametrize("template", [THINKING, THINKING.replace("{% generation %}", "").replace(
+    "{% endgeneration %}", "")], ids=["markers", "derived"])
+def test_each_row_renders_with_its_own_template_variables(tokenizer, template):
+    """A `chat_template_kwargs` column (SmolLM3's `enable_thinking`) reaches the template, row by row, as TRL
+    passes it; rows without a value render with the template's default."""
+    from datasets import Dataset
+
+    from zephyr_train.stages.sft import tokenize_dataset
+
+    chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    rows = Dataset.from_list([{"messages": chat, "chat_template_kwargs": {"enable_thinking": flag}}
+                              for flag in (True, False)])
+    tokenized = tokenize_dataset(rows, tokenizer, template, assistant_only=False)
+    texts = [tokenizer.decode(ids) for ids in tokenized["input_ids"]]
+    assert texts[0].endswith("/think") and texts[1].endswith("/no_think")
+    plain = tokenize_dataset(Dataset.from_list([{"messages": chat}]), tokenizer, template, assistant_only=False)
+    assert tokenizer.decode(plain["input_ids"][0]).endswith("/think")

@@ -159,25 +159,18 @@ def test_cpu_launch_that_starts_one_process_stops(tmp_path):
     assert "zephyr_train/" not in run.stderr and not any(tmp_path.iterdir())
 
 
-def test_the_shipped_cpu_config_starts_two_processes(tmp_path):
-    run = launch(sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/cpu.yaml",
-                 "--main_process_port", free_port(), "-m", "zephyr_train", "sft", str(SMOKE), "sft.max_steps=2",
-                 "sft.max_length=128", "sft.eval.max_samples=16", "sft.per_device_train_batch_size=2",
-                 f"output_dir={tmp_path}")
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert summary(tmp_path, "sft")["processes"] == 2
-
-
 def test_resume_after_kill_9_with_two_ranks(tmp_path):
-    """Both ranks and their launcher killed mid-run (SIGKILL, as a lost machine); the same command resumes from
-    the last checkpoint on both ranks and finishes."""
-    args = [*TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "zephyr_train", "sft", str(SMOKE),
+    """Both ranks and their launcher killed mid-run (SIGKILL, as a lost machine); the job started again, this
+    time through the shipped `configs/cpu.yaml` (which starts 2 processes), resumes from the last checkpoint on
+    both ranks and finishes."""
+    stage = ["-m", "zephyr_train", "sft", str(SMOKE),
             "sft.max_steps=100", "sft.save_strategy=steps", "sft.save_steps=10", "sft.save_total_limit=2",
             "sft.logging_steps=5",
             "sft.max_length=128", "sft.eval.max_samples=16", "sft.per_device_train_batch_size=2",
             f"output_dir={tmp_path}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACCELERATE_")}
-    first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
+    first = subprocess.Popen([*TORCHRUN, "--standalone", "--nproc_per_node", "2", *stage], cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while not (tmp_path / "sft" / "checkpoint-10" / "trainer_state.json").exists() and first.poll() is None:
         assert time.monotonic() < deadline, "no checkpoint-10 after 300 s"
@@ -190,7 +183,8 @@ def test_resume_after_kill_9_with_two_ranks(tmp_path):
         process.send_signal(signal.SIGKILL)
     first.wait()
     assert not (tmp_path / "sft" / "summary.json").exists(), "finished before the kill: raise max_steps"
-    again = launch(*args)
+    again = launch(sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/cpu.yaml",
+                   "--main_process_port", free_port(), *stage)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming from" in again.stdout and "checkpoint-" in again.stdout
     figures = summary(tmp_path, "sft")

@@ -320,32 +320,34 @@ def adds_bos(tokenizer: Any) -> bool:
 
 
 def tokenize_messages(tokenizer: Any, messages: list[dict], training_template: str, bos: bool,
-                      assistant_only: bool = True) -> dict:
+                      assistant_only: bool = True, variables: dict | None = None) -> dict:
     """input_ids and assistant mask for one conversation, with exactly one BOS when the model uses one.
 
     Inference renders the public template to text and encodes it with special tokens, which adds
-    one BOS; templates never contain it, so we add it here the same way, never twice.
+    one BOS; templates never contain it, so we add it here the same way, never twice. `variables` are the
+    row's template variables (a `chat_template_kwargs` column, e.g. SmolLM3's `enable_thinking`).
     """
+    variables = variables or {}
     if _has_markers(training_template):
         out = tokenizer.apply_chat_template(
             messages, chat_template=training_template, tokenize=True, return_dict=True,
-            return_assistant_tokens_mask=True,
+            return_assistant_tokens_mask=True, **variables,
         )
         ids, mask = list(out["input_ids"]), list(out["assistant_masks"])
     else:
-        ids, mask = _tokenize_derived(tokenizer, messages, training_template, assistant_only)
+        ids, mask = _tokenize_derived(tokenizer, messages, training_template, assistant_only, variables)
     if bos and ids[:1] != [tokenizer.bos_token_id]:
         ids, mask = [tokenizer.bos_token_id] + ids, [0] + mask
     return {"input_ids": ids, "assistant_masks": mask}
 
 
-def _tokenize_derived(tokenizer: Any, messages: list[dict], template: str,
-                      assistant_only: bool) -> tuple[list[int], list[int]]:
+def _tokenize_derived(tokenizer: Any, messages: list[dict], template: str, assistant_only: bool,
+                      variables: dict) -> tuple[list[int], list[int]]:
     """Tokens of the rendered conversation and a mask of those inside the derived reply spans (by the
     tokenizer's character offsets: a token trains when it lies wholly inside a reply span)."""
     def text_of(msgs: list[dict], add_generation_prompt: bool) -> str:
         return tokenizer.apply_chat_template(msgs, chat_template=template, tokenize=False,
-                                             add_generation_prompt=add_generation_prompt)
+                                             add_generation_prompt=add_generation_prompt, **variables)
 
     text = text_of(messages, False)
     spans = derived_spans(text_of, messages) if assistant_only else [(0, len(text))]

@@ -184,8 +184,8 @@ def load_mixture(stage: Stage, stage_name: str, source: str, needed: list[str], 
         if stage.eval and stage.eval.split:
             held = select_columns(load_split(spec, stage.eval.split, where), spec, needed, where, optional)
             evals.append(held)
-    train = datasets.concatenate_datasets(trains)
-    evaluation = datasets.concatenate_datasets(evals) if evals else None
+    train = datasets.concatenate_datasets(_common_columns(trains))
+    evaluation = datasets.concatenate_datasets(_common_columns(evals)) if evals else None
     if stage.eval and (stage.eval.fraction or stage.eval.rows):
         train, evaluation = carve_eval(train, stage.eval, f"{source}: {stage_name}.eval")
     if evaluation is not None and stage.eval.max_samples:
@@ -197,6 +197,13 @@ def load_mixture(stage: Stage, stage_name: str, source: str, needed: list[str], 
         train = train.filter(lambda m: prompt_key(m) not in held_out, input_columns=column)
         report["eval_overlap_removed"] = before - len(train)
     return {"train": train, "eval": evaluation, "report": report}
+
+
+def _common_columns(parts: list[Any]) -> list[Any]:
+    """The parts with only the columns they all have: an optional column (a `prompt`, a row's
+    `chat_template_kwargs`) is kept when every source of the mixture carries it."""
+    shared = set.intersection(*(set(part.column_names) for part in parts))
+    return [part.select_columns([c for c in part.column_names if c in shared]) for part in parts]
 
 
 def carve_eval(train: Any, spec: EvalSpec, where: str) -> tuple[Any, Any]:

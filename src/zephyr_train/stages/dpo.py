@@ -323,7 +323,8 @@ KIND = StageKind(
                   "sampling.",
     trainer_config="trl.trainer.dpo_config.DPOConfig", trainer_class="trl.DPOTrainer",
     trainer_module="trl.trainer.dpo_trainer", options=Options,
-    columns=("chosen", "rejected"), optional_columns=("prompt", "score_chosen", "score_rejected"),
+    columns=("chosen", "rejected"), optional_columns=("prompt", "score_chosen", "score_rejected",
+                                                      "chat_template_kwargs"),  # TRL renders each row with it
     train_split="train_prefs", eval_split="test_prefs", starts_from="sft",
     lr_range=(1e-8, 1e-5), lr_range_lora=(1e-7, 1e-4), sequences_per_row=2, holds_reference=holds_reference,
     plots=(

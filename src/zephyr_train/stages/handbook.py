@@ -91,9 +91,6 @@ def _mixture(raw: dict, stage: str, source: str, warnings: list[str]) -> tuple[l
         raise UserError(f"{source}: dataset_mixture.datasets must list datasets, each with an id (and split, weight)")
     train_split = KINDS[stage].train_split
     datasets, tests = [], []
-    if any("chat_template_kwargs" in (d.get("columns") or []) for d in entries):
-        warnings.append(f"{source}: dataset_mixture's chat_template_kwargs column (per-row template variables such as "
-                        "enable_thinking) is not passed through here; every row renders with the template's defaults")
     for d in entries:
         split = str(d.get("split", train_split))
         (tests if "test" in split.lower() else datasets).append(

@@ -26,6 +26,8 @@ from zephyr_train.train import stage_dir as stage
 from zephyr_train.train.patches.contract import Setup
 from zephyr_train.train.results import DataReport, StageResult, fmt
 
+TEMPLATE_VARIABLES = "chat_template_kwargs"  # a row's template variables (TRL's column name)
+
 
 @dataclass(kw_only=True)
 class SFTResult(StageResult):
@@ -54,15 +56,19 @@ class SFTResult(StageResult):
 
 def tokenize_dataset(ds: Any, tokenizer: Any, training_template: str, assistant_only: bool,
                      num_proc: int | None = None) -> Any:
+    """Each conversation rendered with the training template (and its row's `chat_template_kwargs`, when the
+    data has that column, as TRL does), tokenized with its trained-token mask."""
     bos = chat_template.adds_bos(tokenizer)
+    columns = [c for c in ("messages", TEMPLATE_VARIABLES) if c in ds.column_names]
 
-    def tokenize(messages: list[dict]) -> dict:
-        out = chat_template.tokenize_messages(tokenizer, messages, training_template, bos, assistant_only)
+    def tokenize(messages: list[dict], variables: dict | None = None) -> dict:
+        out = chat_template.tokenize_messages(tokenizer, messages, training_template, bos, assistant_only,
+                                              variables)
         if not assistant_only:
             out["assistant_masks"] = [1] * len(out["input_ids"])
         return out
 
-    return ds.map(tokenize, input_columns="messages", remove_columns=ds.column_names, desc="Tokenizing",
+    return ds.map(tokenize, input_columns=columns, remove_columns=ds.column_names, desc="Tokenizing",
                   num_proc=num_proc)
 
 
@@ -96,7 +102,8 @@ def run_sft(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
 
     # 2. Data: the mixture, malformed rows dropped and counted, tokenized with the training template.
     with start.state.main_process_first():
-        data = mixture.load_mixture(spec, "sft", src, list(KIND.columns), seed=trainer_args["seed"])
+        data = mixture.load_mixture(spec, "sft", src, list(KIND.columns), seed=trainer_args["seed"],
+                                    optional=KIND.optional_columns)
         train, evaluation, dropped = mixture.clean_splits(data, KIND.clean)
         if len(train) == 0:
             raise UserError(f"{src}: no usable training conversations left after dropping malformed rows "
@@ -223,7 +230,8 @@ KIND = StageKind(
         "save_strategy": "steps",
         "save_steps": 500,
     },
-    columns=("messages",), train_split="train_sft", eval_split="test_sft", packs_rows=True,
+    columns=("messages",), optional_columns=(TEMPLATE_VARIABLES,), train_split="train_sft", eval_split="test_sft",
+    packs_rows=True,
     lr_range=(1e-6, 1e-4), lr_range_lora=(1e-5, 1e-3),
     plots=(
         ("sft_loss.png", "SFT loss", "loss", [
