@@ -15,7 +15,9 @@ each side in its own process (peak RSS is its own):
 Printed: seconds (ours: reference precompute + training), trained completion tokens/s, padding share of
 the positions the model computed, peak RSS, the ratios, and the share of the fp32 GEMM rate measured in
 this run reached by 6 x params x policy tokens + 2 x params x reference tokens.
-Usage: python benchmarks/dpo_throughput.py [--steps N]
+Usage: python benchmarks/dpo_throughput.py [--steps N] [--model NAME]
+(`--model builtin:smollm2-135m`: the real SmolLM2-135M-Instruct and its 49152-token vocabulary, with its own
+chat template on both sides, instead of the benchmark model)
 """
 
 from __future__ import annotations
@@ -97,7 +99,16 @@ def token_counts(trainer) -> dict:
     return {"real": real, "completion": completion}
 
 
-def run_ours(steps: int, data: Path, out: Path) -> dict:
+BENCH = "bench"  # --model's default: the seeded 25M-parameter model above
+
+
+def model_path(model: str) -> Path:
+    from zephyr_train.data import builtin
+
+    return model_dir() if model == BENCH else builtin.model_dir(model)
+
+
+def run_ours(steps: int, data: Path, out: Path, model: str = BENCH) -> dict:
     import trl
 
     from zephyr_train.stages import dpo, load_recipe
@@ -125,7 +136,8 @@ def run_ours(steps: int, data: Path, out: Path) -> dict:
     trl.DPOTrainer.train, dpo.held_out, trl.DPOTrainer._precompute_ref_logps = \
         timed_train, timed_held_out, timed_precompute
     recipe = load_recipe(ROOT / "recipes" / "smoke.yaml", [
-        f"model.name_or_path={model_dir()}", f"output_dir={out}", f"dpo.max_length={MAX_LENGTH}",
+        f"model.name_or_path={model_path(model)}", "chat_template=" + ("zephyr" if model == BENCH else "auto"),
+        f"output_dir={out}", f"dpo.max_length={MAX_LENGTH}",
         f"dpo.per_device_train_batch_size={BATCH}", f"dpo.per_device_eval_batch_size={BATCH}",
         f"dpo.max_steps={steps}", "dpo.logging_steps=1000", "dpo.save_strategy=no", "dpo.disable_tqdm=true",
         f"dpo.seed={SEED}", f"dpo.eval.max_samples={EVAL_PAIRS}"])
@@ -139,7 +151,7 @@ def run_ours(steps: int, data: Path, out: Path) -> dict:
             "first_loss": s.train_loss_first, **token_counts(trainer)}
 
 
-def run_trl(steps: int, data: Path, out: Path) -> dict:
+def run_trl(steps: int, data: Path, out: Path, model: str = BENCH) -> dict:
     import datasets
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -147,7 +159,7 @@ def run_trl(steps: int, data: Path, out: Path) -> dict:
 
     from zephyr_train.data.mixture import clean_preferences
 
-    path = model_dir()
+    path = model_path(model)
     pairs, _ = clean_preferences(datasets.load_dataset("json", data_files=str(data / "train_prefs.jsonl"),
                                                        split="train"))
     args = DPOConfig(output_dir=str(out), max_length=MAX_LENGTH, per_device_train_batch_size=BATCH, max_steps=steps,
@@ -171,10 +183,10 @@ def run_trl(steps: int, data: Path, out: Path) -> dict:
             "head": "TRL fused", "first_loss": losses[0] if losses else None, **token_counts(trainer)}
 
 
-def child(side: str, steps: int) -> None:
+def child(side: str, steps: int, model: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         write_pairs(Path(tmp) / "pairs", steps * BATCH)
-        result = (run_ours if side == "ours" else run_trl)(steps, Path(tmp) / "pairs", Path(tmp) / "out")
+        result = (run_ours if side == "ours" else run_trl)(steps, Path(tmp) / "pairs", Path(tmp) / "out", model)
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     sides.report(result)
 
@@ -183,22 +195,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--child", choices=["ours", "trl"])
+    parser.add_argument("--model", default=BENCH)
     args = parser.parse_args()
     if args.child:
-        return child(args.child, args.steps)
+        return child(args.child, args.steps, args.model)
 
     import torch
     from safetensors import safe_open
     from sft_throughput import gemm_rate
 
-    path = model_dir()  # built once, outside the timed sides
+    path = model_path(args.model)  # built once, outside the timed sides
     with safe_open(str(path / "model.safetensors"), "pt") as f:
         params = sum(torch.Size(f.get_slice(k).get_shape()).numel() for k in f.keys())
     rate = gemm_rate()
-    results = {name: sides.run(__file__, child, ["--steps", str(args.steps)], env={"TQDM_DISABLE": "1"})
+    results = {name: sides.run(__file__, child, ["--steps", str(args.steps), "--model", args.model],
+                                 env={"TQDM_DISABLE": "1"})
                for name, child in (("plain TRL", "trl"), ("zephyr-train", "ours"))}
-    print(f"\nDPO, {args.steps} steps x {BATCH} pairs, max_length {MAX_LENGTH}, fp32, full fine-tuning, Mistral "
-          f"{params / 1e6:.1f}M params with a 32000-token vocabulary, {os.cpu_count()} CPUs; fp32 GEMM rate "
+    model = "Mistral" if args.model == BENCH else args.model
+    print(f"\nDPO, {args.steps} steps x {BATCH} pairs, max_length {MAX_LENGTH}, fp32, full fine-tuning, {model} "
+          f"{params / 1e6:.1f}M params, {os.cpu_count()} CPUs; fp32 GEMM rate "
           f"{rate / 1e9:.1f} GFLOP/s")
     print(f"{'':14}{'head':>11}{'seconds':>9}{'s/step':>8}{'answer tok/s':>14}{'padding':>9}{'peak RSS':>10}"
           f"{'% GEMM':>8}{'loss 1':>8}")

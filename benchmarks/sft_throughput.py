@@ -11,7 +11,8 @@ conversations from the bundled UltraChat-shaped sample (long-tailed lengths), on
 
 Printed: epoch wall time, tokens/s (non-padding tokens through forward+backward), padding share,
 peak RSS, the ratios, and the share of this CPU's fp32 GEMM rate measured in the same run reached
-by 6 x parameters x tokens/s. Usage: python benchmarks/sft_throughput.py [--examples N]
+by 6 x parameters x tokens/s. Usage: python benchmarks/sft_throughput.py [--examples N] [--model NAME]
+(`--model builtin:smollm2-135m`: the real SmolLM2-135M-Instruct, each side with the model's own chat template)
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def conversations(n: int):
     from zephyr_train.data.mixture import take_share
     from zephyr_train.stages import load_recipe
 
-    spec = load_recipe(ROOT / "recipes" / "smoke.yaml").sft.datasets[0]
+    spec = load_recipe(ROOT / "recipes" / "smoke.yaml").stage("sft").datasets[0]
     import datasets
 
     from zephyr_train.data.builtin import dataset_dir
@@ -63,7 +64,12 @@ def conversations(n: int):
     return take_share(ds, n / len(ds), SEED).select_columns(["messages"])
 
 
-def run_ours(n: int, out: Path) -> dict:
+def template_key(model: str) -> str:
+    """The smoke recipe's Zephyr template for the benchmark models; a real model keeps its own, as TRL does."""
+    return "chat_template=zephyr" if model == MODEL else "chat_template=auto"
+
+
+def run_ours(n: int, out: Path, model: str = MODEL) -> dict:
     from zephyr_train.data.builtin import model_dir
     from zephyr_train.stages import load_recipe
     from zephyr_train.stages.sft import run_sft
@@ -74,12 +80,13 @@ def run_ours(n: int, out: Path) -> dict:
     # rows of MAX_LENGTH per step so that steps per epoch match plain TRL's
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(model_dir(MODEL))
+    tok = AutoTokenizer.from_pretrained(model_dir(model))
     tokens = sum(len(tok(tok.apply_chat_template(m, tokenize=False))["input_ids"]) for m in ds["messages"])
     steps = math.ceil(n / BATCH)
     rows = max(1, round(tokens / (0.97 * MAX_LENGTH) / steps))
     recipe = load_recipe(ROOT / "recipes" / "smoke.yaml", [
-        f"model.name_or_path={MODEL}", "sft.eval=null", "sft.save_strategy=no", f"sft.max_length={MAX_LENGTH}",
+        f"model.name_or_path={model}", template_key(model), "sft.eval=null", "sft.save_strategy=no",
+        f"sft.max_length={MAX_LENGTH}",
         f"sft.per_device_train_batch_size={rows}", "sft.num_train_epochs=1", "sft.logging_steps=1000",
         "sft.learning_rate=1e-4", f"output_dir={out / 'run'}", "sft.disable_tqdm=true", f"sft.seed={SEED}"])
     recipe.stage("sft").datasets[0].path, recipe.stage("sft").datasets[0].split = str(data / "train.jsonl"), "train"
@@ -88,14 +95,14 @@ def run_ours(n: int, out: Path) -> dict:
             "steps": s.global_step, "batch": f"{rows} packed rows"}
 
 
-def run_trl(n: int, out: Path) -> dict:
+def run_trl(n: int, out: Path, model: str = MODEL) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     from zephyr_train.data.builtin import model_dir
 
-    path = model_dir(MODEL)
+    path = model_dir(model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     args = SFTConfig(output_dir=str(out / "trl"), max_length=MAX_LENGTH, per_device_train_batch_size=BATCH,
@@ -118,9 +125,9 @@ def run_trl(n: int, out: Path) -> dict:
             "batch": f"{BATCH} examples"}
 
 
-def child(side: str, n: int) -> None:
+def child(side: str, n: int, model: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        result = (run_ours if side == "ours" else run_trl)(n, Path(tmp))
+        result = (run_ours if side == "ours" else run_trl)(n, Path(tmp), model)
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     sides.report(result)
 
@@ -129,23 +136,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=240)
     parser.add_argument("--child", choices=["ours", "trl"])
+    parser.add_argument("--model", default=MODEL)
     args = parser.parse_args()
     if args.child:
-        return child(args.child, args.examples)
+        return child(args.child, args.examples, args.model)
 
     from zephyr_train.data.builtin import model_dir
 
-    params = sum(v for v in json.loads((model_dir(MODEL) / "model.safetensors.index.json").read_text())
-                 ["metadata"].values()) if (model_dir(MODEL) / "model.safetensors.index.json").exists() else None
+    params = sum(v for v in json.loads((model_dir(args.model) / "model.safetensors.index.json").read_text())
+                 ["metadata"].values()) if (model_dir(args.model) / "model.safetensors.index.json").exists() else None
     if params is None:
         from safetensors import safe_open
 
-        with safe_open(str(model_dir(MODEL) / "model.safetensors"), "pt") as f:
+        with safe_open(str(model_dir(args.model) / "model.safetensors"), "pt") as f:
             params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
     rate = gemm_rate()
-    results = {name: sides.run(__file__, child, ["--examples", str(args.examples)])
+    results = {name: sides.run(__file__, child, ["--examples", str(args.examples), "--model", args.model])
                for name, child in (("plain TRL", "trl"), ("zephyr-train", "ours"))}
-    print(f"\nSFT, one epoch over {args.examples} conversations, {MODEL} ({params / 1e6:.1f}M params), "
+    print(f"\nSFT, one epoch over {args.examples} conversations, {args.model} ({params / 1e6:.1f}M params), "
           f"max_length {MAX_LENGTH}, fp32, {os.cpu_count()} CPUs; fp32 GEMM rate {rate / 1e9:.1f} GFLOP/s")
     header = f"{'':14}{'steps':>6}{'batch':>17}{'epoch s':>9}{'tokens/s':>10}{'padding':>9}{'peak RSS':>10}" \
              f"{'% GEMM':>8}"
