@@ -28,10 +28,15 @@ STEPS = ["sft.max_steps=4", "dpo.max_steps=4", "dpo.warmup_steps=0", "dpo.learni
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 
 
-def launch(*cmd: str) -> subprocess.CompletedProcess:
+def job_env() -> dict[str, str]:
+    """A launch's environment as a user's shell has it: no ACCELERATE_* left over from this process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACCELERATE_")}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    return env
+
+
+def launch(*cmd: str) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=job_env(), timeout=600)
 
 
 def free_port() -> str:
@@ -129,7 +134,7 @@ def test_two_loopback_nodes(tmp_path):
     """`torchrun --nnodes 2 --nproc_per_node 1 --node_rank R --rdzv_backend c10d`, started twice, as two machines
     would start it; `dpo` alone from the base model, its reference log-probs precomputed over both ranks' shards."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACCELERATE_")}
+    env = job_env()
     nodes = [subprocess.Popen([*TORCHRUN, "--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(rank),
                                "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "-m", "zephyr_train",
                                "dpo", str(SMOKE), "sft=null", "dpo.precompute_ref_log_probs=true",
@@ -168,7 +173,7 @@ def test_resume_after_kill_9_with_two_ranks(tmp_path):
             "sft.logging_steps=5",
             "sft.max_length=128", "sft.eval.max_samples=16", "sft.per_device_train_batch_size=2",
             f"output_dir={tmp_path}"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACCELERATE_")}
+    env = job_env()
     first = subprocess.Popen([*TORCHRUN, "--standalone", "--nproc_per_node", "2", *stage], cwd=ROOT, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300

@@ -196,13 +196,8 @@ def run_dpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
     start = stage.begin(recipe, "dpo", overwrite)
 
     # 2. Data: pairs checked, bad ones dropped and counted, split into prompt / chosen / rejected.
-    with start.state.main_process_first():
-        data = mixture.load_mixture(spec, "dpo", src, list(KIND.columns), seed=trainer_args["seed"],
-                                    optional=KIND.optional_columns)
-        train, evaluation, dropped = mixture.clean_splits(data, KIND.clean)
-        if len(train) == 0:
-            raise UserError(f"{src}: no usable preference pairs left after dropping bad rows ({dict(dropped)})")
-    stage.log_dropped(start, dropped, data["report"]["eval_overlap_removed"])
+    data, train, evaluation, dropped = policy.load_rows(start, spec, "dpo", src, KIND.columns, KIND.optional_columns,
+                                                        KIND.clean, trainer_args["seed"], "preference pairs")
 
     # 3. The output directory, now that recipe and data are good.
     stage.claim(start, recipe, overrides, overwrite)

@@ -129,15 +129,11 @@ def run_kto(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
     start = stage.begin(recipe, "kto", overwrite)
 
     # 2. Data: pairs or unpaired rows, bad ones dropped and counted; both kinds of feedback must be there.
-    with start.state.main_process_first():
-        columns = row_shape(spec, src)
-        data = mixture.load_mixture(spec, "kto", src, list(columns), seed=trainer_args["seed"],
-                                    optional=("prompt",) if columns == PAIRS else ())
-        train, evaluation, dropped = mixture.clean_splits(data, KIND.clean)
-        if len(train) == 0:
-            raise UserError(f"{src}: no usable kto rows left after dropping bad rows ({dict(dropped)})")
-        desirable, undesirable = feedback_counts(train, src)
-    stage.log_dropped(start, dropped, data["report"]["eval_overlap_removed"])
+    columns = row_shape(spec, src)
+    data, train, evaluation, dropped = policy.load_rows(start, spec, "kto", src, columns,
+                                                        ("prompt",) if columns == PAIRS else (), KIND.clean,
+                                                        trainer_args["seed"], "kto rows")
+    desirable, undesirable = feedback_counts(train, src)
 
     # 3. The output directory, now that recipe and data are good.
     stage.claim(start, recipe, overrides, overwrite)

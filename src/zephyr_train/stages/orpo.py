@@ -80,13 +80,9 @@ def run_orpo(recipe: Recipe, overrides: list[str] = (), overwrite: bool = False,
     start = stage.begin(recipe, "orpo", overwrite)
 
     # 2. Data: pairs checked, bad ones dropped and counted, split into prompt / chosen / rejected (as DPO's).
-    with start.state.main_process_first():
-        data = mixture.load_mixture(spec, "orpo", src, list(KIND.columns), seed=trainer_args["seed"],
-                                    optional=KIND.optional_columns)
-        train, evaluation, dropped = mixture.clean_splits(data, KIND.clean)
-        if len(train) == 0:
-            raise UserError(f"{src}: no usable preference pairs left after dropping bad rows ({dict(dropped)})")
-    stage.log_dropped(start, dropped, data["report"]["eval_overlap_removed"])
+    data, train, evaluation, dropped = policy.load_rows(start, spec, "orpo", src, KIND.columns,
+                                                        KIND.optional_columns, KIND.clean, trainer_args["seed"],
+                                                        "preference pairs")
 
     # 3. The output directory, now that recipe and data are good.
     stage.claim(start, recipe, overrides, overwrite)

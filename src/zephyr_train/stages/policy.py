@@ -12,7 +12,7 @@ from typing import Any
 
 from zephyr_train import run_files
 from zephyr_train.config.recipe import Recipe
-from zephyr_train.data import chat_template
+from zephyr_train.data import chat_template, mixture
 from zephyr_train.errors import UserError
 from zephyr_train.inference import merge, modeling
 from zephyr_train.train import console
@@ -53,6 +53,21 @@ def with_bos(template: str, tokenizer: Any) -> str:
     two: templates that write it themselves, as Llama-3's and Gemma's do, are left alone)."""
     writes_bos = "bos_token" in template
     return "{{ bos_token }}" + template if chat_template.adds_bos(tokenizer) and not writes_bos else template
+
+
+def load_rows(start: stage.Start, spec: Any, kind: str, source: str, columns: tuple[str, ...],
+              optional: tuple[str, ...], clean: Callable[[Any], Any], seed: int,
+              rows: str) -> tuple[dict, Any, Any, Any]:
+    """A preference stage's data: its mixture loaded and cleaned on the main process first (the others read
+    its cache), bad rows dropped, counted and logged; (mixture, train, eval, dropped). UserError naming ROWS
+    when no training row is left."""
+    with start.state.main_process_first():
+        data = mixture.load_mixture(spec, kind, source, list(columns), seed=seed, optional=optional)
+        train, evaluation, dropped = mixture.clean_splits(data, clean)
+        if len(train) == 0:
+            raise UserError(f"{source}: no usable {rows} left after dropping bad rows ({dict(dropped)})")
+    stage.log_dropped(start, dropped, data["report"]["eval_overlap_removed"])
+    return data, train, evaluation, dropped
 
 
 def release(trainer: Any) -> None:
