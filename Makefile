@@ -45,6 +45,9 @@ bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/dpo_throughput.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/curation.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/real_model.py
+	# the same two throughput comparisons on the real SmolLM2-135M (49152-token vocabulary): ~11 min
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/sft_throughput.py --examples 32 --model builtin:smollm2-135m
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/dpo_throughput.py --steps 2 --model builtin:smollm2-135m
 
 .PHONY: gpu-evidence
 gpu-evidence: install  # one H100/H200, under 8 min: benchmarks/README.md; ARGS="--tiny" on a CPU

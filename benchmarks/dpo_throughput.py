@@ -13,8 +13,11 @@ each side in its own process (peak RSS is its own):
                plus the held-out figures before and after training on 16 pairs, timed apart
 
 Printed: seconds (ours: reference precompute + training), trained completion tokens/s, padding share of
-the positions the model computed, peak RSS, the ratios, and the share of the fp32 GEMM rate measured in
-this run reached by 6 x params x policy tokens + 2 x params x reference tokens.
+the positions the model computed, peak RSS, the ratios, the share of the fp32 GEMM rate measured in
+this run reached by 6 x params x policy tokens + 2 x params x reference tokens, and `check`'s memory
+estimate for each side's settings. A third side, `zephyr-train sft` on the same pairs (each chosen and each
+rejected conversation an SFT example, packed, the same optimizer steps), gives SFT's tokens/s on the same
+model and tokens: DPO's trained tokens/s (prompt + answer of both sequences, as TRL counts them) against it.
 Usage: python benchmarks/dpo_throughput.py [--steps N] [--model NAME]
 (`--model builtin:smollm2-135m`: the real SmolLM2-135M-Instruct and its 49152-token vocabulary, with its own
 chat template on both sides, instead of the benchmark model)
@@ -143,12 +146,49 @@ def run_ours(steps: int, data: Path, out: Path, model: str = BENCH) -> dict:
         f"dpo.seed={SEED}", f"dpo.eval.max_samples={EVAL_PAIRS}"])
     recipe.sections.pop("sft", None)
     recipe.stage("dpo").datasets[0].path = str(data)
+    estimates = {"ours": sides.estimate_for(recipe, "dpo").total,
+                 "trl": sides.estimate_for(recipe, "dpo", checkpointing=True).total}
     s = dpo.run_dpo(recipe, overwrite=True)
     trainer = seen["trainer"]
     return {"seconds": s.train_runtime_s + timers["precompute"], "train_s": s.train_runtime_s,
             "precompute_s": timers["precompute"], "held_out_s": timers["held_out"], "steps": s.global_step,
             "padding": dpo_log_probs.padding_fraction(trainer.model), "head": s.lm_head,
-            "first_loss": s.train_loss_first, **token_counts(trainer)}
+            "first_loss": s.train_loss_first, "estimates": estimates, **token_counts(trainer)}
+
+
+def run_sft_same_pairs(steps: int, data: Path, out: Path, model: str = BENCH) -> dict:
+    """`zephyr-train sft` on the pairs' chosen and rejected conversations: SFT's tokens/s on DPO's tokens."""
+    import datasets
+
+    from zephyr_train.stages import load_recipe
+    from zephyr_train.stages.sft import run_sft
+
+    rows = [json.loads(line) for line in (data / "train_prefs.jsonl").read_text().splitlines()]
+    folder = out / "sft-data"
+    folder.mkdir(parents=True)
+    (folder / "train.jsonl").write_text("".join(json.dumps({"messages": r[side]}) + "\n"
+                                                for r in rows for side in ("chosen", "rejected")))
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path(model))
+    if model == BENCH:
+        from zephyr_train.data.chat_template import ZEPHYR
+
+        tokenizer.chat_template = ZEPHYR
+    conversations = datasets.load_dataset("json", data_files=str(folder / "train.jsonl"), split="train")
+    tokens = sum(min(len(tokenizer.apply_chat_template(m, tokenize=True, return_dict=False)), MAX_LENGTH)
+                 for m in conversations["messages"])
+    per_step = max(1, round(tokens / (0.97 * MAX_LENGTH) / steps))  # packed rows, the same optimizer steps
+    recipe = load_recipe(ROOT / "recipes" / "smoke.yaml", [
+        f"model.name_or_path={model_path(model)}", "chat_template=" + ("zephyr" if model == BENCH else "auto"),
+        f"output_dir={out / 'run'}", "sft.eval=null", "sft.save_strategy=no", f"sft.max_length={MAX_LENGTH}",
+        f"sft.per_device_train_batch_size={per_step}", "sft.num_train_epochs=1", "sft.logging_steps=1000",
+        "sft.disable_tqdm=true", f"sft.seed={SEED}"])
+    recipe.sections.pop("dpo", None)
+    recipe.stage("sft").datasets[0].path, recipe.stage("sft").datasets[0].split = str(folder / "train.jsonl"), "train"
+    s = run_sft(recipe, overwrite=True)
+    return {"seconds": s.train_runtime_s, "train_s": s.train_runtime_s, "steps": s.global_step,
+            "real": s.tokens_seen, "padding": s.padding_fraction}
 
 
 def run_trl(steps: int, data: Path, out: Path, model: str = BENCH) -> dict:
@@ -186,7 +226,8 @@ def run_trl(steps: int, data: Path, out: Path, model: str = BENCH) -> dict:
 def child(side: str, steps: int, model: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         write_pairs(Path(tmp) / "pairs", steps * BATCH)
-        result = (run_ours if side == "ours" else run_trl)(steps, Path(tmp) / "pairs", Path(tmp) / "out", model)
+        run = {"ours": run_ours, "trl": run_trl, "sft": run_sft_same_pairs}[side]
+        result = run(steps, Path(tmp) / "pairs", Path(tmp) / "out", model)
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     sides.report(result)
 
@@ -194,7 +235,7 @@ def child(side: str, steps: int, model: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--child", choices=["ours", "trl"])
+    parser.add_argument("--child", choices=["ours", "trl", "sft"])
     parser.add_argument("--model", default=BENCH)
     args = parser.parse_args()
     if args.child:
@@ -211,6 +252,7 @@ def main() -> None:
     results = {name: sides.run(__file__, child, ["--steps", str(args.steps), "--model", args.model],
                                  env={"TQDM_DISABLE": "1"})
                for name, child in (("plain TRL", "trl"), ("zephyr-train", "ours"))}
+    sft = sides.run(__file__, "sft", ["--steps", str(args.steps), "--model", args.model], env={"TQDM_DISABLE": "1"})
     model = "Mistral" if args.model == BENCH else args.model
     print(f"\nDPO, {args.steps} steps x {BATCH} pairs, max_length {MAX_LENGTH}, fp32, full fine-tuning, {model} "
           f"{params / 1e6:.1f}M params, {os.cpu_count()} CPUs; fp32 GEMM rate "
@@ -230,7 +272,18 @@ def main() -> None:
     print(f"ours: reference precompute {ours['precompute_s']:.1f}s (once, {ours['steps'] * BATCH} pairs); held-out "
           f"figures on {EVAL_PAIRS} pairs " + ", ".join(f"{s / batches:.2f}s" for s in ours["held_out_s"])
           + f" per eval batch (before, after) against {step:.2f}s per training step")
-    print(json.dumps({"dpo_throughput": {k: {kk: vv for kk, vv in v.items()} for k, v in results.items()}}))
+    sft_tps = sft["real"] / sft["seconds"]
+    print(f"DPO against SFT on the same model and tokens (zephyr-train sft on the {ours['steps'] * BATCH} pairs' "
+          f"chosen and rejected conversations, {sft['steps']} steps): SFT {sft_tps:.0f} tokens/s; DPO "
+          f"{ours['real'] / ours['train_s']:.0f} trained tokens/s with the reference precomputed "
+          f"({ours['real'] / ours['train_s'] / sft_tps:.2f}x SFT's), {ours['real'] / ours['seconds']:.0f} with the "
+          f"precompute counted ({ours['real'] / ours['seconds'] / sft_tps:.2f}x)")
+    estimates = ours["estimates"]
+    print(f"check's estimate for the same settings (made for GPUs: 1.5 GiB of CUDA overhead, every position's "
+          f"logits): plain TRL (checkpointed) {estimates['trl'] / 2**30:.1f} GiB, zephyr-train "
+          f"{estimates['ours'] / 2**30:.1f} GiB; measured peak RSS {base['peak_rss_mib'] / 1024:.1f} and "
+          f"{ours['peak_rss_mib'] / 1024:.1f} GiB")
+    print(json.dumps({"dpo_throughput": {**results, "zephyr-train sft, same pairs": sft}}))
 
 
 if __name__ == "__main__":

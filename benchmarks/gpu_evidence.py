@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import evidence_build as build  # noqa: E402
 import evidence_figures as figures  # noqa: E402
 import evidence_runs as runs  # noqa: E402
+import sides  # noqa: E402
 
 GIB = 1024**3
 TINY_MEMORY_GIB = 2.0  # the memory the batch search assumes on a CPU (--tiny): exercises the same search
@@ -106,22 +107,12 @@ def device_facts(tiny: bool) -> dict[str, Any]:
             "peak": figures.gpu_peak(name)}
 
 
-def estimate_for(recipe: Any, kind: str, batch: int | None = None) -> Any:
-    """`zephyr-train check`'s estimate (one process, no accelerate config) for the recipe as the run uses it."""
-    from zephyr_train.preflight import memory
-    from zephyr_train.preflight.architectures import architecture_of
-    from zephyr_train.preflight.launcher import Launch
-
-    arch = architecture_of(recipe.model.name_or_path, recipe.model.revision)
-    return memory.estimate(arch, recipe, kind, Launch(source="<none>"), 1, batch)
-
-
 def largest_batch(run: runs.Run, overrides: list[str], memory_bytes: float, cap: int) -> tuple[int, float]:
     """The largest per-GPU batch whose estimate is within FIT_SHARE of the memory, and that estimate."""
     recipe = runs.load(run, overrides)
-    best = (1, estimate_for(recipe, run.kind, 1).total)
+    best = (1, sides.estimate_for(recipe, run.kind, 1).total)
     for batch in range(2, cap + 1):
-        total = estimate_for(recipe, run.kind, batch).total
+        total = sides.estimate_for(recipe, run.kind, batch).total
         if total > FIT_SHARE * memory_bytes:
             break
         best = (batch, total)
@@ -141,7 +132,7 @@ def describe(run: runs.Run, overrides: list[str], raw: dict[str, Any], facts: di
         recipe = runs.load(run, [o for o in overrides if not o.startswith("dpo.lm_head=")])
     args, stage = recipe.stage(run.kind).trainer, recipe.stage(run.kind)
     arch = architecture_of(recipe.model.name_or_path)
-    est = estimate_for(recipe, run.kind)
+    est = sides.estimate_for(recipe, run.kind)
     mean_tokens = min(lengths[run.kind]["mean"], args.get("max_length") or 1024)
     lora = memory.lora_params(arch, stage.lora) if stage.lora else None
     per_token = figures.flops_per_token(arch, mean_tokens, run.kind, lora,

@@ -6,12 +6,13 @@ conversations from the bundled UltraChat-shaped sample (long-tailed lengths), on
 
     plain TRL: SFTTrainer defaults: no packing, pad to the longest in batch, gradient checkpointing
                on, TRL's fused LM head; bf16 off (TRL's default bf16 on a CPU would not be comparable)
-    ours:      `zephyr-train sft` defaults: best-fit packing kept as rows with block-diagonal
-               attention, no gradient checkpointing, dense LM head on CPU, assistant-only loss
+    ours:      `zephyr-train sft` defaults: best-fit packing kept as rows, each example attended on its
+               own (SDPA per example), no gradient checkpointing, dense LM head on CPU, assistant-only loss
 
 Printed: epoch wall time, tokens/s (non-padding tokens through forward+backward), padding share,
-peak RSS, the ratios, and the share of this CPU's fp32 GEMM rate measured in the same run reached
-by 6 x parameters x tokens/s. Usage: python benchmarks/sft_throughput.py [--examples N] [--model NAME]
+peak RSS, the ratios, the share of this CPU's fp32 GEMM rate measured in the same run reached
+by 6 x parameters x tokens/s, and `check`'s memory estimate for each side's settings.
+Usage: python benchmarks/sft_throughput.py [--examples N] [--model NAME]
 (`--model builtin:smollm2-135m`: the real SmolLM2-135M-Instruct, each side with the model's own chat template)
 """
 
@@ -91,8 +92,11 @@ def run_ours(n: int, out: Path, model: str = MODEL) -> dict:
         "sft.learning_rate=1e-4", f"output_dir={out / 'run'}", "sft.disable_tqdm=true", f"sft.seed={SEED}"])
     recipe.stage("sft").datasets[0].path, recipe.stage("sft").datasets[0].split = str(data / "train.jsonl"), "train"
     s = run_sft(recipe, overwrite=True)
+    # check's estimate for each side's settings: ours (packed rows, no checkpointing), TRL's (8 examples, checkpointed)
+    estimates = {"ours": sides.estimate_for(recipe, "sft", rows).total,
+                 "trl": sides.estimate_for(recipe, "sft", BATCH, checkpointing=True).total}
     return {"seconds": s.train_runtime_s, "tokens": s.tokens_seen, "padding": s.padding_fraction,
-            "steps": s.global_step, "batch": f"{rows} packed rows"}
+            "steps": s.global_step, "batch": f"{rows} packed rows", "estimates": estimates}
 
 
 def run_trl(n: int, out: Path, model: str = MODEL) -> dict:
@@ -166,8 +170,13 @@ def main() -> None:
     ours, base = results["zephyr-train"], results["plain TRL"]
     print(f"{'ratio':14}{'':23}{ours['seconds'] / base['seconds']:>9.2f}{ours['tps'] / base['tps']:>10.2f}"
           f"{'':9}{ours['peak_rss_mib'] / base['peak_rss_mib']:>10.2f}")
-    print("speed-up from: packing (no padding), no gradient checkpointing, packed rows instead of one flattened "
-          "sequence (block-diagonal SDPA), dense LM head instead of TRL's CPU fallback of the fused head")
+    estimates = ours["estimates"]
+    print(f"check's estimate for the same settings (made for GPUs: 1.5 GiB of CUDA overhead, every position's "
+          f"logits): plain TRL {estimates['trl'] / 2**30:.1f} GiB, zephyr-train {estimates['ours'] / 2**30:.1f} GiB; "
+          f"measured peak RSS {base['peak_rss_mib'] / 1024:.1f} and {ours['peak_rss_mib'] / 1024:.1f} GiB")
+    print("speed-up from: packing (no padding), no gradient checkpointing, packed rows kept as rows with each "
+          "example attended on its own (SDPA per example), dense LM head on labelled positions instead of TRL's "
+          "CPU fallback of the fused head")
 
 
 if __name__ == "__main__":

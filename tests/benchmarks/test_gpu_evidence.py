@@ -63,7 +63,7 @@ def test_full_sft_batch_is_the_largest_the_estimate_fits():
     batch, total = gpu_evidence.largest_batch(run, overrides, memory_bytes, 64)
     recipe = runs.load(run, overrides)
     assert 1 < batch < 64 and total <= gpu_evidence.FIT_SHARE * memory_bytes
-    assert gpu_evidence.estimate_for(recipe, "sft", batch + 1).total > gpu_evidence.FIT_SHARE * memory_bytes
+    assert gpu_evidence.sides.estimate_for(recipe, "sft", batch + 1).total > gpu_evidence.FIT_SHARE * memory_bytes
 
 
 def test_a_key_the_recipe_schema_does_not_know_skips_the_run_with_its_reason():

@@ -28,8 +28,8 @@ def test_patches_false_is_plain_trl_recorded_per_stage(tmp_path, capsys):
     out = capsys.readouterr().out
     off = "skipped: patches: false in the recipe (plain TRL)"
     dpo = json.loads((tmp_path / "dpo" / run_files.SUMMARY).read_text())
-    assert dpo["patches"] == {"dpo_log_probs": off, "prompt_length": off}
+    assert dpo["patches"] == {"dpo_log_probs": off, "prompt_length": off, "lean_layers": off}
     assert dpo["lm_head"] == PLAIN_HEAD and dpo["padding_fraction"] is None
-    assert f"TRL patches: dpo_log_probs {off}; prompt_length {off}" in out
+    assert f"TRL patches: dpo_log_probs {off}; prompt_length {off}; lean_layers {off}" in out
     assert "patch prompt_length off: prompts are not cut to dpo.max_prompt_length" in out
     assert "packed pairs" not in out and f"DPO log-probs: {PLAIN_HEAD} LM head" in out

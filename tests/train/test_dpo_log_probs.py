@@ -30,6 +30,22 @@ def test_pack_relays_tokens_and_restarts_positions():
     assert (packed.real_tokens, packed.positions) == (8, 9)
 
 
+def test_pack_shares_a_pairs_prompt_when_the_tokens_are_the_same():
+    import torch
+
+    # pair 0: prompt [5, 6] shared; pair 1: prompts differ ([8, 9] vs [8, 1]): two sequences
+    ids = torch.tensor([[5, 6, 7, 0], [8, 9, 4, 0], [5, 6, 3, 3], [8, 1, 4, 4]])
+    completion = torch.tensor([[0, 0, 1, 0], [0, 0, 1, 0], [0, 0, 1, 1], [0, 0, 1, 1]])
+    prompts = pair_packing.prompt_lengths(ids.masked_fill(completion == 0, -100))
+    packed = pair_packing.pack(ids, (ids != 0).long(), prompts=prompts)
+    assert packed.shared_prompts == 1 and packed.real_tokens == 3 + 2 + 3 + 4
+    flat = packed.input_ids.reshape(-1)
+    assert (flat[packed.index] * (ids != 0)).tolist() == ids.tolist()
+    rejected = packed.index[2, :4].tolist()  # its prompt is chosen 0's, its answer a branch at positions 2, 3
+    assert rejected[:2] == packed.index[0, :2].tolist()
+    assert packed.position_ids.reshape(-1)[rejected[2:]].tolist() == [2, 3]
+
+
 @pytest.fixture(scope="module")
 def setup(tiny_model_dir, tokenizer):
     """The tiny model with TRL's fused head, and 6 real pairs tokenized as TRL's DPO tokenizes them."""
@@ -92,6 +108,7 @@ def test_packed_completion_head_equals_trl_head_with_its_gradients(setup, head):
     with torch.no_grad():  # the reference's call
         torch.testing.assert_close(run(ours, batch).log_probs, expected.log_probs.detach(), atol=2e-5, rtol=1e-5)
     assert dpo_log_probs.padding_fraction(ours) < 0.6 * (1 - batch["attention_mask"].float().mean())
+    assert ours.__dict__[dpo_log_probs.STATS]["shared_prompts"] == 2 * len(examples)  # every pair, in both calls
 
 
 def test_packed_pairs_equal_one_pair_at_a_time(setup):

@@ -332,5 +332,5 @@ KIND = StageKind(
             ("log:rewards/accuracies", "train batches, ties count as wrong (TRL)")]),
     ),
     validate=validate, rules=rules, clean=mixture.clean_preferences, row_problem=row_problem, example=example,
-    patches=("dpo_log_probs", "prompt_length"), run=run_dpo, result=DPOResult,
+    patches=("dpo_log_probs", "prompt_length", "lean_layers"), run=run_dpo, result=DPOResult,
 )

@@ -243,5 +243,5 @@ KIND = StageKind(
             ("summary:tokens_per_second", "mean over training (summary.json)")]),
     ),
     rules=rules, clean=mixture.clean_conversations, row_problem=row_problem, example=example,
-    patches=("packing", "lm_head"), run=run_sft, result=SFTResult,
+    patches=("packing", "lm_head", "lean_layers"), run=run_sft, result=SFTResult,
 )

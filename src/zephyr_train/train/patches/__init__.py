@@ -1,12 +1,14 @@
 """The TRL patches, one registry and one entry point: `plan` before the model loads, `build_trainer` after.
 
-Five places where TRL 1.16 or transformers 5 is slow or lacks a recipe key on our users' set-ups:
-  - `packing` (SFT): packed rows kept as rows with block-diagonal attention where FlashAttention is
-    missing (TRL's one flattened row cost 4.3x the step time on a CPU);
+Where TRL 1.16 or transformers 5 is slow or lacks a recipe key on our users' set-ups:
+  - `packing` (SFT): packed rows kept as rows, each example attended on its own (`segment_attention`)
+    where FlashAttention is missing (TRL's one flattened row cost 4.3x the step time on a CPU);
   - `lm_head` (SFT): a dense head on labelled positions where TRL's Triton head cannot run (~40% of a CPU step);
   - `dpo_log_probs` (DPO, with `pair_packing`): policy and reference log-probs of packed pairs at completion
     positions only (4.7x plain TRL's trained tokens/s at 0.6x its peak RSS, docs/dpo-speed.md);
-  - `prompt_length` (DPO): `dpo.max_prompt_length`, which TRL 1.16 dropped.
+  - `prompt_length` (DPO): `dpo.max_prompt_length`, which TRL 1.16 dropped;
+  - `lean_layers` (SFT, DPO): RMSNorm and SwiGLU keeping a third fewer activations where Liger's kernels
+    cannot run (CPUs).
 Each declares what it relies on (`contract.Patch`); a stage kind names the patches it uses
 (`StageKind.patches`) and builds its trainer through `build_trainer`. Every patch's state reaches the
 console and `summary.json` (`patches`: "applied" or "skipped: <reason>"); the recipe key `patches: false`
@@ -22,11 +24,11 @@ from typing import Any
 
 from zephyr_train.errors import UserError
 from zephyr_train.preflight import environment
-from zephyr_train.train.patches import dpo_log_probs, lm_head, packing, prompt_length
+from zephyr_train.train.patches import dpo_log_probs, lean_layers, lm_head, packing, prompt_length
 from zephyr_train.train.patches.contract import Patch, Setup, Unwanted
 
 PATCHES: Mapping[str, Patch] = {p.name: p for p in (packing.PATCH, lm_head.PATCH, dpo_log_probs.PATCH,
-                                                   prompt_length.PATCH)}
+                                                   prompt_length.PATCH, lean_layers.PATCH)}
 APPLIED = "applied"
 OFF = "patches: false in the recipe (plain TRL)"
 

@@ -11,8 +11,8 @@ the kernel allocating memory than computing (22 s a step at batch 8, max_length 
 are untouched) for the calls TRL makes with `fused_lm_head=True`, the policy's and the reference's
 alike: the padded batch is first re-laid into packed rows (`pair_packing`), the backbone runs on those,
 and only the hidden states of completion positions reach the LM head. The head is then
-  - "dense": one `linear` + `log_softmax` per chunk of 1024 completion tokens; the log-softmax is kept for
-    the backward (completion tokens x vocabulary, never a prompt or padding position);
+  - "dense": one `linear` and a log-sum-exp per chunk of 1024 completion tokens, nothing of the vocabulary
+    kept for the backward, which recomputes each chunk's logits (never a prompt or padding position);
   - "trl": TRL's own `ChunkedLogProbFunction` on the same completion positions: its Triton kernel on
     CUDA/XPU (nothing of the logits kept; the backward recomputes them), its torch tiles elsewhere.
 `auto` picks "trl" where TRL's Triton kernel runs and "dense" elsewhere. Both return what TRL's loss and
@@ -28,7 +28,7 @@ import types
 from collections.abc import Iterator
 from typing import Any
 
-from zephyr_train.train.patches import contract, pair_packing
+from zephyr_train.train.patches import contract, pair_packing, segment_attention
 from zephyr_train.train.patches.contract import Need, Patch, Setup, attribute, fields, parameters, unwrapped
 
 HEADS = ("auto", "dense", "trl")
@@ -52,28 +52,78 @@ def choose(choice: str, device: Any) -> str:
 
 def dense_head(hidden: Any, weight: Any, bias: Any, targets: Any, outputs: tuple[str, ...]) -> tuple:
     """(log_probs, entropy, log_sum_sq_probs, mean_logits, is_top1) of `targets`, one row per token."""
+    return _dense_function().apply(hidden, weight, bias, targets, outputs)
+
+
+_DENSE: list = []
+
+
+def _dense_function() -> Any:
+    """The dense head as one autograd function that keeps nothing vocabulary-sized for its backward.
+
+    Autograd's log_softmax keeps completion tokens x vocabulary floats until the backward (550 MB a step for
+    SmolLM2's 49152 tokens at 8 pairs); this keeps one log-sum-exp per token and recomputes each chunk's
+    logits in the backward (one more LM-head matmul, ~3% of a SmolLM2 DPO step), with fewer passes over the
+    logits than log_softmax + its backward took. Same values and gradients (tests/train/test_dpo_log_probs.py)."""
+    if _DENSE:
+        return _DENSE[0]
     import torch
+    from torch.nn import functional as F  # noqa: N812
 
-    picked, entropy, sq, mean, top1 = [], [], [], [], []
-    for h, t in zip(hidden.split(CHUNK), targets.split(CHUNK), strict=True):
-        logits = torch.nn.functional.linear(h, weight, bias).float()
-        log_softmax = torch.log_softmax(logits, dim=-1)
-        picked.append(log_softmax.gather(-1, t.unsqueeze(-1)).squeeze(-1))
-        with torch.no_grad():  # metrics only, as in TRL (its entropy is detached before use)
-            if "entropy" in outputs:
-                entropy.append(-(log_softmax.exp() * log_softmax).sum(-1))
-            if "log_sum_sq_probs" in outputs:
-                sq.append(torch.logsumexp(2 * log_softmax, dim=-1))
-            if "mean_logits" in outputs:
-                mean.append(logits.mean(-1))
-            if "is_top1" in outputs:
-                top1.append(logits.argmax(-1) == t)
-        del logits
+    class DenseLogProbs(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, hidden: Any, weight: Any, bias: Any, targets: Any, outputs: tuple[str, ...]) -> tuple:
+            picked, lses, entropy, sq, mean, top1 = [], [], [], [], [], []
+            for h, t in zip(hidden.split(CHUNK), targets.split(CHUNK), strict=True):
+                logits = F.linear(h, weight, bias).float()
+                top, best = logits.max(-1)
+                exp = (logits - top.unsqueeze(-1)).exp_()  # one pass gives the normalizer and the entropy
+                total = exp.sum(-1)
+                lse = top + total.log()
+                lses.append(lse)
+                picked.append(logits.gather(-1, t.unsqueeze(-1)).squeeze(-1) - lse)
+                if "entropy" in outputs:  # H = lse - sum p * logits
+                    entropy.append(lse - torch.linalg.vecdot(exp, logits) / total)
+                if "log_sum_sq_probs" in outputs:  # log sum p^2
+                    sq.append(torch.log(torch.linalg.vecdot(exp, exp)) - 2 * total.log())
+                if "mean_logits" in outputs:
+                    mean.append(logits.mean(-1))
+                if "is_top1" in outputs:
+                    top1.append(best == t)
+                del logits, exp
+            ctx.save_for_backward(hidden, weight, bias, targets, torch.cat(lses))
+            found = [torch.cat(parts) if parts else None for parts in (picked, entropy, sq, mean, top1)]
+            ctx.mark_non_differentiable(*(x for x in found[1:] if x is not None))
+            return tuple(found)
 
-    def cat(parts: list) -> Any:
-        return torch.cat(parts) if parts else None
+        @staticmethod
+        def backward(ctx: Any, grad: Any, *_: Any) -> tuple:
+            hidden, weight, bias, targets, lse = ctx.saved_tensors
+            want_hidden, want_weight, want_bias = ctx.needs_input_grad[:3]
+            grad_hidden = torch.empty_like(hidden) if want_hidden else None
+            grad_weight = torch.zeros_like(weight, dtype=torch.float32) if want_weight else None
+            grad_bias = torch.zeros_like(bias, dtype=torch.float32) if want_bias else None
+            start = 0
+            for h, t in zip(hidden.split(CHUNK), targets.split(CHUNK), strict=True):
+                rows = slice(start, start + len(h))
+                g = grad[rows].float()
+                # d log p(t) / d logits = onehot(t) - softmax, times the incoming gradient
+                grad_logits = (F.linear(h, weight, bias).float() - lse[rows].unsqueeze(-1)).exp_()
+                grad_logits.mul_(-g.unsqueeze(-1))
+                grad_logits.scatter_add_(-1, t.unsqueeze(-1), g.unsqueeze(-1))
+                grad_logits = grad_logits.to(hidden.dtype)
+                if want_hidden:
+                    grad_hidden[rows] = grad_logits @ weight
+                if want_weight:
+                    grad_weight.addmm_(grad_logits.T.float(), h.float())
+                if want_bias:
+                    grad_bias += grad_logits.float().sum(0)
+                start += len(h)
+            return (grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype),
+                    None if grad_bias is None else grad_bias.to(bias.dtype), None, None)
 
-    return cat(picked), cat(entropy), cat(sq), cat(mean), cat(top1)
+    _DENSE.append(DenseLogProbs)
+    return DenseLogProbs
 
 
 def trl_head(hidden: Any, weight: Any, bias: Any, targets: Any, outputs: tuple[str, ...]) -> tuple:
@@ -95,6 +145,7 @@ def install(model: Any, head: str, outputs: tuple[str, ...] = ("log_probs",)) ->
     exact = (text_config is model.config and not getattr(text_config, "output_router_logits", False)
              and all(getattr(text_config, name, None) is None for name in _RESCALING))
     stats = model.__dict__.setdefault(STATS, {"real_tokens": 0, "positions": 0, "head": head})
+    segment_attention.use(model)
 
     def forward(self: Any, *args: Any, fused_lm_head: bool = False, labels: Any = None, shift_labels: Any = None,
                 num_items_in_batch: Any = None, **kwargs: Any) -> Any:
@@ -104,9 +155,11 @@ def install(model: Any, head: str, outputs: tuple[str, ...] = ("log_probs",)) ->
             return trl_forward(*args, fused_lm_head=fused_lm_head, labels=labels, shift_labels=shift_labels,
                                num_items_in_batch=num_items_in_batch, **kwargs)
         input_ids = kwargs["input_ids"]
-        packed = pair_packing.pack(input_ids, kwargs["attention_mask"])
+        prompts = pair_packing.prompt_lengths(labels) if segment_attention.in_use(self) else None
+        packed = pair_packing.pack(input_ids, kwargs["attention_mask"], prompts=prompts)
         stats["real_tokens"] += packed.real_tokens
         stats["positions"] += packed.positions
+        stats["shared_prompts"] = stats.get("shared_prompts", 0) + packed.shared_prompts
         hidden = self.base_model(input_ids=packed.input_ids, position_ids=packed.position_ids,
                                  use_cache=False).last_hidden_state
         shifted = labels[:, 1:]

@@ -5,7 +5,9 @@ batch x max_length tokens, which FlashAttention's varlen kernels handle in linea
 or eager attention (CPUs, GPUs without flash-attn) that one sequence gets a dense
 (B*L)^2 mask: on this project's CPU a step took 4.3x longer than the same tokens as B rows of L.
 This collator keeps each packed row a row and gives it position ids that restart at every example,
-from which transformers builds a block-diagonal mask per row: no attention across examples.
+and each example is attended on its own (`segment_attention`: SDPA once per example, where
+transformers would build a block-diagonal mask per row and compute the whole row's scores): no
+attention across examples either way.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from zephyr_train.train.patches.contract import Patch, Setup, Unwanted
+from zephyr_train.train.patches import segment_attention
+from zephyr_train.train.patches.contract import Patch, Setup, Unwanted, unwrapped
 
 SEQ_LENGTHS = "seq_lengths"  # TRL's column of each packed row's example lengths: where positions restart
 COLUMNS = ("input_ids", "labels", SEQ_LENGTHS)  # all this collator reads; TRL's collator reads the same
@@ -74,8 +77,9 @@ def _install(trainer: Any, _: Setup) -> str | Unwanted | None:
     if unread:
         return f"TRL's packed dataset has columns this collator does not read: {', '.join(unread)}"
     trainer.data_collator = PackedRowsCollator(trainer.processing_class.pad_token_id)
+    segment_attention.use(unwrapped(trainer.model))
     return None
 
 
-PATCH = Patch(name="packing", does="packed rows kept as rows, block-diagonal attention", needs=lambda _: (),
+PATCH = Patch(name="packing", does="packed rows kept as rows, each example attended on its own", needs=lambda _: (),
               unwanted=_unwanted, after_init=_install)
