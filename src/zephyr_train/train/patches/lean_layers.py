@@ -21,7 +21,7 @@ from __future__ import annotations
 import types
 from typing import Any
 
-from zephyr_train.train.patches.contract import Patch, Setup, Unwanted, unwrapped
+from zephyr_train.train.patches.contract import Need, Patch, Setup, Unwanted, attribute, unwrapped
 
 # transformers' modules that compute exactly weight * x / rms(x) and down(silu(gate(x)) * up(x))
 NORMS = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm")
@@ -126,5 +126,12 @@ def _install(trainer: Any, _: Setup) -> str | Unwanted | None:
     return None
 
 
+def _needs(_: Setup) -> tuple[Need, ...]:
+    """The classes matched by name, as transformers names them (a rename would leave the patch finding nothing)."""
+    return (attribute("transformers.activations.SiLUActivation"),
+            attribute("transformers.models.llama.modeling_llama.LlamaRMSNorm"),
+            attribute("transformers.models.llama.modeling_llama.LlamaMLP"))
+
+
 PATCH = Patch(name="lean_layers", does="RMSNorm and SwiGLU keeping only what their backward needs",
-              needs=lambda _: (), unwanted=_unwanted, after_init=_install)
+              needs=_needs, unwanted=_unwanted, after_init=_install)
