@@ -60,6 +60,10 @@ def test_dpo_after_sft_starts_at_ln2_and_learns(sft_then_dpo):
     assert s["held_out_after"]["margin"] > 0 and s["held_out_after"]["accuracy"] > 0.5
     assert s["train_loss_last"] < s["train_loss_first"]
     assert "held-out preference accuracy" in sft_then_dpo.dpo.stdout
+    # the tiny model is on SDPA: each pair's prompt is computed once, and all the patches applied
+    out = sft_then_dpo.dpo.stdout + sft_then_dpo.dpo.stderr
+    assert "DPO log-probs: packed pairs, each prompt once, completion positions only, dense LM head" in out
+    assert s["patches"]["dpo_log_probs"] == s["patches"]["lean_layers"] == "applied"
 
 
 def test_dpo_bad_input_is_one_line(tmp_path):

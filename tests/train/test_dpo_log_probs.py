@@ -154,3 +154,26 @@ def test_lm_head_recipe_key():
     assert to_dict(load_recipe(SMOKE, ["dpo.lm_head=dense"]))["dpo"]["lm_head"] == "dense"
     with pytest.raises(UserError, match="dpo.lm_head must be auto, dense or trl, got 'fast'"):
         load_recipe(SMOKE, ["dpo.lm_head=fast"])
+
+
+def test_dense_head_under_cpu_autocast_matches_autograds_log_softmax():
+    """The backward recomputes the logits in the forward's autocast precision (bf16 mixed precision)."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(40, 16, generator=g).requires_grad_()
+    weight = torch.randn(50, 16, generator=g).requires_grad_()
+    targets = torch.randint(0, 50, (40,), generator=g)
+    grads = []
+    for head in ("dense", "autograd"):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            if head == "dense":
+                log_probs = dpo_log_probs.dense_head(hidden, weight, None, targets, ("log_probs",))[0]
+            else:
+                logits = torch.nn.functional.linear(hidden, weight).float()
+                log_probs = torch.log_softmax(logits, -1).gather(-1, targets[:, None])[:, 0]
+        log_probs.sum().backward()
+        grads.append((log_probs.detach(), hidden.grad, weight.grad))
+        hidden.grad = weight.grad = None
+    for got, expected in zip(*grads, strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-2, rtol=1e-2)

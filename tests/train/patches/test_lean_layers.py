@@ -76,6 +76,26 @@ def test_lora_layers_keep_their_forward_and_adapters_train_the_same():
         torch.testing.assert_close(grad, expected_grads[name], atol=1e-6, rtol=1e-5, msg=name)
 
 
-def test_not_on_gpus_where_liger_does_it():
+def test_on_cpus_only():
     assert "Liger" in lean_layers.PATCH.unwanted(Setup(device="cuda"))
     assert lean_layers.PATCH.unwanted(Setup(device="cpu")) is None
+    assert "CPUs" in lean_layers.PATCH.unwanted(Setup(device="mps"))
+
+
+def test_under_cpu_autocast_the_backward_runs_in_the_forwards_precision():
+    """bf16 mixed precision (accelerate's `mixed_precision: bf16` on a CPU): same loss, gradients within bf16."""
+    model = tiny("llama")
+    lean = copy.deepcopy(model)
+    lean_layers.install(lean)
+    ids = torch.randint(0, 300, (2, 32), generator=torch.Generator().manual_seed(3))
+    results = []
+    for m in (model, lean):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = m(input_ids=ids, labels=ids).loss
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad for n, p in m.named_parameters()}))
+    (expected, expected_grads), (got, grads) = results
+    torch.testing.assert_close(got, expected)
+    for name, grad in grads.items():
+        assert grad.dtype == torch.float32, name
+        torch.testing.assert_close(grad, expected_grads[name], atol=2e-3, rtol=2e-2, msg=name)

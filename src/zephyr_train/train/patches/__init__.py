@@ -5,7 +5,7 @@ Where TRL 1.16 or transformers 5 is slow or lacks a recipe key on our users' set
     where FlashAttention is missing (TRL's one flattened row cost 4.3x the step time on a CPU);
   - `lm_head` (SFT): a dense head on labelled positions where TRL's Triton head cannot run (~40% of a CPU step);
   - `dpo_log_probs` (DPO, with `pair_packing`): policy and reference log-probs of packed pairs at completion
-    positions only (4.7x plain TRL's trained tokens/s at 0.6x its peak RSS, docs/dpo-speed.md);
+    positions only, each prompt once (4.3x plain TRL's answer tokens/s at 0.42x its peak RSS, README);
   - `prompt_length` (DPO): `dpo.max_prompt_length`, which TRL 1.16 dropped;
   - `lean_layers` (SFT, DPO): RMSNorm and SwiGLU keeping a third fewer activations where Liger's kernels
     cannot run (CPUs).

@@ -52,26 +52,28 @@ def choose(choice: str, device: Any) -> str:
 
 def dense_head(hidden: Any, weight: Any, bias: Any, targets: Any, outputs: tuple[str, ...]) -> tuple:
     """(log_probs, entropy, log_sum_sq_probs, mean_logits, is_top1) of `targets`, one row per token."""
-    return _dense_function().apply(hidden, weight, bias, targets, outputs)
+    return _dense_function(hidden.device.type).apply(hidden, weight, bias, targets, outputs)
 
 
-_DENSE: list = []
+_DENSE: dict[str, Any] = {}  # device type -> the autograd function
 
 
-def _dense_function() -> Any:
+def _dense_function(device_type: str) -> Any:
     """The dense head as one autograd function that keeps nothing vocabulary-sized for its backward.
 
     Autograd's log_softmax keeps completion tokens x vocabulary floats until the backward (550 MB a step for
     SmolLM2's 49152 tokens at 8 pairs); this keeps one log-sum-exp per token and recomputes each chunk's
     logits in the backward (one more LM-head matmul, ~3% of a SmolLM2 DPO step), with fewer passes over the
     logits than log_softmax + its backward took. Same values and gradients (tests/train/test_dpo_log_probs.py)."""
-    if _DENSE:
-        return _DENSE[0]
+    if device_type in _DENSE:
+        return _DENSE[device_type]
     import torch
     from torch.nn import functional as F  # noqa: N812
 
     class DenseLogProbs(torch.autograd.Function):
+        # the backward recomputes the logits under the forward's autocast state (mixed precision), as they were
         @staticmethod
+        @torch.amp.custom_fwd(device_type=device_type)
         def forward(ctx: Any, hidden: Any, weight: Any, bias: Any, targets: Any, outputs: tuple[str, ...]) -> tuple:
             picked, lses, entropy, sq, mean, top1 = [], [], [], [], [], []
             for h, t in zip(hidden.split(CHUNK), targets.split(CHUNK), strict=True):
@@ -97,6 +99,7 @@ def _dense_function() -> Any:
             return tuple(found)
 
         @staticmethod
+        @torch.amp.custom_bwd(device_type=device_type)
         def backward(ctx: Any, grad: Any, *_: Any) -> tuple:
             hidden, weight, bias, targets, lse = ctx.saved_tensors
             want_hidden, want_weight, want_bias = ctx.needs_input_grad[:3]
@@ -122,7 +125,7 @@ def _dense_function() -> Any:
             return (grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype),
                     None if grad_bias is None else grad_bias.to(bias.dtype), None, None)
 
-    _DENSE.append(DenseLogProbs)
+    _DENSE[device_type] = DenseLogProbs
     return DenseLogProbs
 
 
@@ -203,6 +206,12 @@ def installed(choice: str, device: Any) -> Iterator[str]:
         yield head
     finally:
         dpo_trainer.add_fused_lm_head = original
+
+
+def layout_of(model: Any) -> str:
+    """How a patched model lays out DPO batches, for the console."""
+    shared = "each prompt once, " if segment_attention.in_use(unwrapped(model)) else ""
+    return f"packed pairs, {shared}completion positions only"
 
 
 def head_of(model: Any) -> str | None:

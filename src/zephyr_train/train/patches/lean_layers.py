@@ -11,9 +11,11 @@ SmolLM2-135M (30 layers, hidden 576, MLP 1536) that is 2 x 1536 + 2 x 576 fewer 
 test_lean_layers.py).
 
 Installed on modules whose forward is exactly transformers' Llama-family one (the class names below), in
-full precision or bf16, and for the MLP only where its three projections are plain bias-free `nn.Linear`
-(LoRA and 4-bit layers keep their own forward); not on CUDA/XPU, where Liger's kernels do it better, nor
-under DeepSpeed (ZeRO-3 gathers weights around module calls, not inside an autograd function's backward).
+full precision, bf16 or under CPU autocast (the backward runs in the forward's autocast state), and for the
+MLP only where its three projections are plain bias-free `nn.Linear` (LoRA and 4-bit layers keep their own
+forward); on CPUs only: not on CUDA/XPU, where Liger's kernels do it better, nor under DeepSpeed (ZeRO-3
+gathers weights around module calls, not inside an autograd function's backward). Measured on SmolLM2-135M:
+kept activations 2982 -> 1987 MB for 2048 tokens, a step ~2% slower.
 """
 
 from __future__ import annotations
@@ -32,14 +34,19 @@ def _functions() -> tuple[Any, Any]:
     import torch
     from torch.nn import functional as F  # noqa: N812
 
+    # the backward runs under the forward's autocast state (bf16 mixed precision on a CPU), as autograd's would
+    forward_amp, backward_amp = torch.amp.custom_fwd(device_type="cpu"), torch.amp.custom_bwd(device_type="cpu")
+
     class RMSNorm(torch.autograd.Function):
         @staticmethod
+        @forward_amp
         def forward(ctx: Any, x: Any, weight: Any, eps: float) -> Any:
             rstd = torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps)
             ctx.save_for_backward(x, weight, rstd)
             return weight * (x.float() * rstd).to(x.dtype)
 
         @staticmethod
+        @backward_amp
         def backward(ctx: Any, grad: Any) -> tuple:
             x, weight, rstd = ctx.saved_tensors
             normed = x.float() * rstd
@@ -52,14 +59,19 @@ def _functions() -> tuple[Any, Any]:
 
     class SwiGLU(torch.autograd.Function):
         @staticmethod
+        @forward_amp
         def forward(ctx: Any, x: Any, w_gate: Any, w_up: Any, w_down: Any) -> Any:
             gate, up = F.linear(x, w_gate), F.linear(x, w_up)
             ctx.save_for_backward(x, gate, up, w_gate, w_up, w_down)
             return F.linear(F.silu(gate) * up, w_down)
 
         @staticmethod
+        @backward_amp
         def backward(ctx: Any, grad: Any) -> tuple:
             x, gate, up, w_gate, w_up, w_down = ctx.saved_tensors
+            # under autocast the forward's matmuls ran in the autocast dtype: the backward's do too
+            w_gate, w_up, w_down = (w.to(gate.dtype) for w in (w_gate, w_up, w_down))
+            x, grad = x.to(gate.dtype), grad.to(gate.dtype)
             sigmoid = torch.sigmoid(gate)
             silu = gate * sigmoid
             grad_act = grad @ w_down
@@ -115,7 +127,7 @@ def install(model: Any) -> int:
 def _unwanted(setup: Setup) -> str | None:
     if setup.device in ("cuda", "xpu"):
         return f"on {setup.device} Liger's kernels do this (use_liger_kernel)"
-    return None
+    return None if setup.device == "cpu" else f"written for CPUs, not {setup.device}"
 
 
 def _install(trainer: Any, _: Setup) -> str | Unwanted | None:
