@@ -12,7 +12,9 @@ from zephyr_train.train.patches import segment_attention
 def test_segments_read_roots_branches_and_padding():
     # prompt(3) + chosen(2), rejected(2) as a branch of the prompt, then an example of 2, then padding of 1
     row = [0, 1, 2, 3, 4, 3, 4, 0, 1, 0]
-    assert segment_attention.segments(row) == [(0, 5, 0, 0), (5, 7, 0, 3), (7, 9, 0, 0), (9, 10, 0, 0)]
+    assert segment_attention.segments(row) == [(0, 5, 0, 0), (5, 7, 0, 3), (7, 9, 2, 0), (9, 10, 3, 0)]
+    # a branch of the second example sees that example's prefix, by its segment number
+    assert segment_attention.segments([0, 1, 0, 1, 2, 1, 2]) == [(0, 2, 0, 0), (2, 5, 1, 0), (5, 7, 1, 1)]
     assert segment_attention.segments(list(range(6))) == [(0, 6, 0, 0)]
     assert segment_attention.segments([4, 5, 6]) == [(0, 3, 0, 0)]  # starts mid-sequence: causal as it is
     with pytest.raises(ValueError, match="position 4 at index 3"):

@@ -147,7 +147,7 @@ def install(model: Any, head: str, outputs: tuple[str, ...] = ("log_probs",)) ->
     text_config = model.config.get_text_config()
     exact = (text_config is model.config and not getattr(text_config, "output_router_logits", False)
              and all(getattr(text_config, name, None) is None for name in _RESCALING))
-    stats = model.__dict__.setdefault(STATS, {"real_tokens": 0, "positions": 0, "head": head})
+    stats = model.__dict__.setdefault(STATS, {"real_tokens": 0, "positions": 0, "shared_prompts": 0, "head": head})
     segment_attention.use(model)
 
     def forward(self: Any, *args: Any, fused_lm_head: bool = False, labels: Any = None, shift_labels: Any = None,
@@ -162,7 +162,7 @@ def install(model: Any, head: str, outputs: tuple[str, ...] = ("log_probs",)) ->
         packed = pair_packing.pack(input_ids, kwargs["attention_mask"], prompts=prompts)
         stats["real_tokens"] += packed.real_tokens
         stats["positions"] += packed.positions
-        stats["shared_prompts"] = stats.get("shared_prompts", 0) + packed.shared_prompts
+        stats["shared_prompts"] += packed.shared_prompts
         hidden = self.base_model(input_ids=packed.input_ids, position_ids=packed.position_ids,
                                  use_cache=False).last_hidden_state
         shifted = labels[:, 1:]

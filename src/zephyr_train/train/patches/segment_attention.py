@@ -28,16 +28,16 @@ _SWITCHABLE = "sdpa"  # only models on SDPA are switched: eager models (soft-cap
 
 
 def segments(position_ids: list[int]) -> list[tuple[int, int, int, int]]:
-    """(start, end, prefix_start, prefix_length) per segment of one row: a root has prefix_length 0; a branch
-    sees the first `prefix_length` tokens of its root, which starts at `prefix_start`."""
+    """(start, end, root, prefix_length) per segment of one row: a root has prefix_length 0 and itself as root; a
+    branch sees the first `prefix_length` tokens of segment number `root`."""
     starts = [i for i, pos in enumerate(position_ids) if i == 0 or pos != position_ids[i - 1] + 1]
     found: list[tuple[int, int, int, int]] = []
     root, root_length = 0, 0
     for start, end in zip(starts, [*starts[1:], len(position_ids)], strict=True):
         prefix = position_ids[start]
         if prefix == 0 or start == 0:  # a row that starts mid-sequence is attended causally, as it is
-            root, root_length = start, (end - start if prefix == 0 else 0)
-            found.append((start, end, 0, 0))
+            root, root_length = len(found), (end - start if prefix == 0 else 0)
+            found.append((start, end, root, 0))
         elif prefix > root_length:
             raise ValueError(f"packed row: position {prefix} at index {start} continues a prefix longer than "
                              f"the {root_length} tokens of the example before it")
@@ -85,12 +85,10 @@ def attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any
                                         _row_segments(position_ids, query.shape[0]), strict=True):
         sizes = [end - start for start, end, _, _ in row]
         qs, ks, vs = (t.split(sizes, dim=1) for t in (q_row, k_row, v_row))
-        part_of = {start: i for i, (start, *_) in enumerate(row)}
         parts = []
-        for i, (start, end, prefix_start, prefix) in enumerate(row):
+        for i, (start, end, root, prefix) in enumerate(row):
             k, v, mask = ks[i], vs[i], None
             if prefix:  # the root's first `prefix` keys, then the branch's own
-                root = part_of[prefix_start]
                 k, v = torch.cat([ks[root][:, :prefix], k], dim=1), torch.cat([vs[root][:, :prefix], v], dim=1)
             if prefix or (window and end - start > window):
                 steps = torch.arange(prefix + end - start, device=query.device)
