@@ -136,6 +136,9 @@ def test_a_gguf_that_cannot_be_a_model_is_one_line(tmp_path):
     not_gguf = tmp_path / "notes.gguf"
     not_gguf.write_text("not a GGUF")
     assert_user_error(cli("chat", str(not_gguf), "--prompt", "hi"), "is not a readable GGUF file")
+    # with the default `chat_template: auto` the template is read from the header first: the same one line
+    assert_user_error(cli("check", "recipes/smoke.yaml", f"model.name_or_path={not_gguf}", "chat_template=auto"),
+                      "model.name_or_path:", "is not a readable GGUF file")
     encoder = tmp_path / "t5.gguf"
     write_gguf(encoder, "t5")
     assert_user_error(cli("chat", str(encoder), "--prompt", "hi"), "holds a 't5' model, not a causal LM")
@@ -159,6 +162,8 @@ def test_a_gguf_file_is_a_model(tmp_path, tiny_model_dir):
     gguf = tmp_path / "tiny.gguf"
     assert cli("export", str(tiny_model_dir), "--gguf", str(gguf), "--quant", "f16").returncode == 0
     assert cli("check", "recipes/smoke.yaml", f"model.name_or_path={gguf}").returncode == 0
+    auto = cli("check", "recipes/smoke.yaml", f"model.name_or_path={gguf}", "chat_template=auto")  # from its header
+    assert auto.returncode == 0 and "template: auto" in auto.stdout, auto.stdout + auto.stderr
     built = packaged.from_file(gguf, "test")
     assert packaged.from_file(gguf, "test") == built  # cached
     assert json.loads((built / packaged.PROVENANCE).read_text())["file"] == str(gguf.resolve())

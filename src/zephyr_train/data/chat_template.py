@@ -213,6 +213,8 @@ def model_template(name: str, revision: str = "main", download: bool = False) ->
             return packaged.template(key)
         return ZEPHYR  # built with the public Zephyr template (data/builtin.py)
     path = Path(name).expanduser()
+    if path.suffix == ".gguf" and path.is_file():  # a GGUF given as the model carries its template in its header
+        return packaged.header_field(path, "tokenizer.chat_template", "model.name_or_path") or ""
     files: dict[str, Path | None] = {}
     for filename in ("chat_template.jinja", "tokenizer_config.json"):
         if path.is_dir():

@@ -71,10 +71,7 @@ def template(key: str) -> str | None:
         path = gguf_file(key)
     except UserError:
         return None
-    from gguf import GGUFReader
-
-    field = GGUFReader(path).fields.get("tokenizer.chat_template")
-    return bytes(field.parts[field.data[0]]).decode("utf-8") if field else ""
+    return header_field(path, "tokenizer.chat_template", str(path)) or ""
 
 
 def _target(key: str) -> Path:
@@ -107,17 +104,24 @@ NOT_CAUSAL = ("t5", "umt5", "general", "tokenizer")
 RENAMED = {"qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe", "gpt-oss": "gpt_oss", "minimax-m2": "minimax_m2"}
 
 
+def header_field(path: Path, name: str, source: str) -> str | None:
+    """A string field of a GGUF file's header (None when the file has none), without torch; UserError when the
+    file is not a GGUF."""
+    from gguf import GGUFReader
+
+    try:
+        field = GGUFReader(path).fields.get(name)
+    except Exception as err:  # the reader raises ValueError/struct errors on anything that is not a GGUF file
+        raise UserError(f"{source}: {path} is not a readable GGUF file ({str(err).splitlines()[0][:120]})") from None
+    return bytes(field.parts[field.data[0]]).decode("utf-8") if field else None
+
+
 def gguf_architecture(path: Path, source: str) -> str:
     """The architecture a GGUF file declares; UserError when it is not a GGUF, or not a causal LM that
     transformers' GGUF loader reads (checked from the header, before any model loads)."""
-    from gguf import GGUFReader
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
-    try:
-        field = GGUFReader(path).fields.get("general.architecture")
-    except Exception as err:  # the reader raises ValueError/struct errors on anything that is not a GGUF file
-        raise UserError(f"{source}: {path} is not a readable GGUF file ({str(err).splitlines()[0][:120]})") from None
-    arch = bytes(field.parts[field.data[0]]).decode() if field else "?"
+    arch = header_field(path, "general.architecture", source) or "?"
     causal = sorted(set(GGUF_SUPPORTED_ARCHITECTURES) - set(NOT_CAUSAL))
     if RENAMED.get(arch, arch) not in causal:
         raise UserError(f"{source}: {path} holds a {arch!r} model, not a causal LM that transformers' GGUF loader "
